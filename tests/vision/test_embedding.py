@@ -1,0 +1,165 @@
+"""Identity embedders: dlib's ResNet on real faces, the generic ONNX embedder on built models."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.support.data import lfw_photos
+from watchkeeper.errors import ModelError
+from watchkeeper.models.registry import InputConvention, ModelRegistry, ModelRole, ModelSpec
+from watchkeeper.vision.alignment import ARCFACE_CHIP, DLIB_CHIP, align
+from watchkeeper.vision.detection import FaceDetector
+from watchkeeper.vision.embedding import FaceEmbedder, OnnxArcFaceEmbedder, create_embedder
+from watchkeeper.vision.images import read_image
+
+
+def chips_of(detector: FaceDetector, name: str, count: int, layout=DLIB_CHIP) -> list[np.ndarray]:
+    chips = []
+    for path in lfw_photos(name)[:count]:
+        image = read_image(path)
+        centre = np.array(image.shape[1::-1]) / 2
+        face = min(
+            detector.detect(image),
+            key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre),
+        )
+        chips.append(align(image, face, layout))
+    return chips
+
+
+def test_dlib_vectors_are_unit_float32_and_tagged(
+    yunet: FaceDetector, dlib_embedder: FaceEmbedder
+) -> None:
+    embeddings = dlib_embedder.embed(chips_of(yunet, "Colin_Powell", 3))
+    assert embeddings.model_id == "dlib-resnet-v1@1"
+    assert embeddings.vectors.shape == (3, 128)
+    assert embeddings.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings.vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_dlib_batch_equals_one_by_one(yunet: FaceDetector, dlib_embedder: FaceEmbedder) -> None:
+    chips = chips_of(yunet, "Tony_Blair", 3)
+    batch = dlib_embedder.embed(chips).vectors
+    single = np.concatenate([dlib_embedder.embed([c]).vectors for c in chips])
+    np.testing.assert_allclose(batch, single, atol=1e-5)
+
+
+def test_same_person_is_closer_than_other_people(
+    yunet: FaceDetector, dlib_embedder: FaceEmbedder
+) -> None:
+    powell = dlib_embedder.embed(chips_of(yunet, "Colin_Powell", 4)).vectors
+    others = dlib_embedder.embed(
+        [chips_of(yunet, name, 1)[0] for name in ("Tony_Blair", "Serena_Williams", "Hu_Jintao")]
+    ).vectors
+    same = (powell @ powell.T)[np.triu_indices(4, 1)]
+    different = powell @ others.T
+    assert same.min() > different.max()
+
+
+def test_no_chips_give_an_empty_batch(dlib_embedder: FaceEmbedder) -> None:
+    assert dlib_embedder.embed([]).vectors.shape == (0, 128)
+
+
+def linear_embedder_model(
+    dim: int, batch: int | str = "N", side: int = 112
+) -> tuple[bytes, np.ndarray]:
+    """An ONNX model: global average pool per channel, then a fixed 3 x dim matrix.
+
+    Its output can be computed by hand, which checks the input convention
+    (channel order, mean, std, NCHW layout).
+    """
+    weights = np.random.default_rng(0).normal(size=(3, dim)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "weights"], ["embedding"]),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, side, side])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, dim])],
+        [numpy_helper.from_array(weights, "weights")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString(), weights
+
+
+def onnx_spec(data: bytes, dim: int, convention: InputConvention) -> ModelSpec:
+    return ModelSpec(
+        name="linear-test",
+        role=ModelRole.IDENTITY_EMBEDDER,
+        version="1",
+        licence="test",
+        filename="linear-test.onnx",
+        sha256=hashlib.sha256(data).hexdigest(),
+        embedding_dim=dim,
+        input_convention=convention,
+    )
+
+
+@pytest.mark.parametrize("batch", ["N", 1, 4])
+@pytest.mark.parametrize(
+    "convention",
+    [
+        InputConvention(channel_order="RGB", mean=127.5, std=127.5),
+        InputConvention(channel_order="BGR", mean=0.0, std=1.0),
+    ],
+)
+def test_onnx_embedder_follows_the_declared_input_convention(
+    batch: int | str, convention: InputConvention
+) -> None:
+    data, weights = linear_embedder_model(dim=512, batch=batch)
+    embedder = OnnxArcFaceEmbedder(onnx_spec(data, 512, convention), data)
+    rng = np.random.default_rng(1)
+    chips = [(rng.random((112, 112, 3)) * 255).astype(np.uint8) for _ in range(3)]
+    result = embedder.embed(chips)
+    assert result.vectors.shape == (3, 512)
+    assert result.model_id == "linear-test@1"
+    assert embedder.layout is ARCFACE_CHIP
+    for chip, vector in zip(chips, result.vectors, strict=True):
+        pixels = chip.astype(np.float64)
+        if convention.channel_order == "RGB":
+            pixels = pixels[:, :, ::-1]
+        means = ((pixels - convention.mean) / convention.std).mean(axis=(0, 1))
+        expected = means @ weights
+        np.testing.assert_allclose(vector, expected / np.linalg.norm(expected), atol=1e-4)
+
+
+def test_onnx_model_with_another_input_size_is_refused() -> None:
+    data, _ = linear_embedder_model(dim=128, side=128)
+    with pytest.raises(ModelError, match="3 x 112 x 112"):
+        OnnxArcFaceEmbedder(onnx_spec(data, 128, InputConvention()), data)
+
+
+def test_a_file_that_is_not_onnx_is_refused() -> None:
+    data = b"this is not a model"
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        OnnxArcFaceEmbedder(onnx_spec(data, 128, InputConvention()), data)
+
+
+def test_a_declared_onnx_embedder_loads_through_the_registry(tmp_path: Path) -> None:
+    data, _ = linear_embedder_model(dim=64)
+    (tmp_path / "mine.onnx").write_bytes(data)
+    (tmp_path / "models.toml").write_text(
+        f"""
+[[model]]
+name = "mine"
+role = "identity-embedder"
+version = "3"
+licence = "test"
+filename = "mine.onnx"
+sha256 = "{hashlib.sha256(data).hexdigest()}"
+embedding_dim = 64
+input_convention = {{ channel_order = "RGB", mean = 127.5, std = 128.0 }}
+"""
+    )
+    embedder = create_embedder("mine", ModelRegistry(tmp_path))
+    assert embedder.model_id == "mine@3"
+    assert embedder.embed([np.zeros((112, 112, 3), np.uint8)]).vectors.shape == (1, 64)
