@@ -7,6 +7,7 @@ identities is the false-alarm check.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,36 +52,38 @@ def others_gallery(others: dict) -> Gallery:
     return Gallery.from_templates(others)
 
 
-def scan(
-    clip: Path,
-    gallery: Gallery,
-    detector: FaceDetector,
-    embedder: FaceEmbedder,
-    settings: Settings,
-    registry: ModelRegistry,
-) -> tuple[list[MatchEvent], RecognitionPipeline]:
-    pipeline = RecognitionPipeline(
-        detector,
-        embedder,
-        gallery,
-        settings.quality,
-        settings.tracking,
-        resolve_threshold(settings, registry),
-    )
+PipelineFactory = Callable[[Gallery], RecognitionPipeline]
+
+
+@pytest.fixture
+def make_pipeline(
+    yunet: FaceDetector, dlib_embedder: FaceEmbedder, settings: Settings, registry: ModelRegistry
+) -> PipelineFactory:
+    def make(gallery: Gallery) -> RecognitionPipeline:
+        return RecognitionPipeline(
+            yunet,
+            dlib_embedder,
+            gallery,
+            settings.quality,
+            settings.tracking,
+            resolve_threshold(settings, registry),
+        )
+
+    return make
+
+
+def scan(clip: Path, pipeline: RecognitionPipeline, settings: Settings) -> list[MatchEvent]:
     source = open_source(str(clip), settings.video)
     events = list(pipeline.run(source.frames(), source.continuous))
     source.close()
-    return events, pipeline
+    return events
 
 
 def test_biden_is_matched_in_the_debate_and_nobody_else_is(
-    full_gallery: Gallery,
-    yunet: FaceDetector,
-    dlib_embedder: FaceEmbedder,
-    settings: Settings,
-    registry: ModelRegistry,
+    full_gallery: Gallery, make_pipeline: PipelineFactory, settings: Settings
 ) -> None:
-    events, pipeline = scan(DEBATE, full_gallery, yunet, dlib_embedder, settings, registry)
+    pipeline = make_pipeline(full_gallery)
+    events = scan(DEBATE, pipeline, settings)
     subjects = [event.subject for event in events]
     assert "Joseph_Biden" in subjects
     # Trump's only LFW photo is 20 years older than the clip: Trump or UNKNOWN,
@@ -98,15 +101,10 @@ def test_biden_is_matched_in_the_debate_and_nobody_else_is(
 
 @pytest.mark.parametrize("clip", [CROWD, CORRIDOR, STAGE], ids=["crowd", "corridor", "stage"])
 def test_clips_of_strangers_raise_no_match(
-    clip: Path,
-    others_gallery: Gallery,
-    yunet: FaceDetector,
-    dlib_embedder: FaceEmbedder,
-    settings: Settings,
-    registry: ModelRegistry,
+    clip: Path, others_gallery: Gallery, make_pipeline: PipelineFactory, settings: Settings
 ) -> None:
-    events, pipeline = scan(clip, others_gallery, yunet, dlib_embedder, settings, registry)
-    assert events == []
+    pipeline = make_pipeline(others_gallery)
+    assert scan(clip, pipeline, settings) == []
     # The check means something only if faces were really compared.
     assert pipeline.stats.usable_faces > 0
     assert pipeline.stats.embeddings > 0
@@ -114,21 +112,10 @@ def test_clips_of_strangers_raise_no_match(
 
 
 def test_unknown_tracks_leave_nothing_behind(
-    full_gallery: Gallery,
-    yunet: FaceDetector,
-    dlib_embedder: FaceEmbedder,
-    settings: Settings,
-    registry: ModelRegistry,
+    full_gallery: Gallery, make_pipeline: PipelineFactory, settings: Settings
 ) -> None:
     """After a clip of strangers, no chip or vector survives in the pipeline."""
-    pipeline = RecognitionPipeline(
-        yunet,
-        dlib_embedder,
-        full_gallery,
-        settings.quality,
-        settings.tracking,
-        resolve_threshold(settings, registry),
-    )
+    pipeline = make_pipeline(full_gallery)
     source = open_source(str(CORRIDOR), settings.video)
     chips_seen = []
     for frame in source.frames():

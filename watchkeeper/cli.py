@@ -18,12 +18,12 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from watchkeeper.config import Settings, load_settings
-from watchkeeper.errors import StreamLostError, WatchkeeperError
+from watchkeeper.errors import WatchkeeperError
 from watchkeeper.matching.watchlist import load_watchlist_folder
 from watchkeeper.models.fetch import fetch_model
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import MatchEvent, PipelineStats, RecognitionPipeline, resolve_threshold
-from watchkeeper.video.sources import open_source
+from watchkeeper.video.sources import SourceSpec, open_source
 from watchkeeper.vision.detection import create_detector
 from watchkeeper.vision.embedding import create_embedder
 
@@ -193,11 +193,13 @@ def scan(
         face_detector = create_detector(settings.detection, registry)
         face_embedder = create_embedder(settings.embedder, registry)
         match_threshold = resolve_threshold(settings, registry)
-        frame_source = open_source(source, settings.video)
+        SourceSpec.parse(source)  # a missing file fails before the watchlist is enrolled
         with stderr.status("enrolling watchlist photos", spinner="dots"):
             watchlist_data = load_watchlist_folder(
                 watchlist, face_detector, face_embedder, settings.quality
             )
+        # Opened last, so that a live stream starts when analysis can keep up with it.
+        frame_source = open_source(source, settings.video)
     except WatchkeeperError as exc:
         raise _fail(exc) from None
     log.info(
@@ -239,7 +241,7 @@ def scan(
     try:
         with progress:
             task = progress.add_task("scanning", total=frame_source.expected_frames, counts="")
-            for frame in frame_source.frames():
+            for frame in pipeline.timed(frame_source.frames()):
                 handle(pipeline.process(frame, frame_source.continuous))
                 stats = pipeline.stats
                 elapsed = time.perf_counter() - started
@@ -252,7 +254,7 @@ def scan(
                 )
     except KeyboardInterrupt:
         interrupted = True
-    except (StreamLostError, WatchkeeperError) as exc:
+    except WatchkeeperError as exc:
         failure = exc
     finally:
         frame_source.close()

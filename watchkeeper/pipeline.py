@@ -25,15 +25,14 @@ from watchkeeper.matching.gallery import Candidate, Gallery, ModelMismatchError
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.tracking.tracker import FaceTracker, Shot, Track
 from watchkeeper.video.sources import Frame
-from watchkeeper.vision.alignment import align
 from watchkeeper.vision.detection import FaceDetector
 from watchkeeper.vision.embedding import Embeddings, FaceEmbedder
 from watchkeeper.vision.observation import FaceObservation
-from watchkeeper.vision.quality import assess, assess_geometry
+from watchkeeper.vision.quality import gate
 
 log = logging.getLogger(__name__)
 
-STAGES = ("detect", "quality", "track", "embed", "match")
+STAGES = ("decode", "detect", "quality", "track", "embed", "match")
 
 
 @dataclass(frozen=True)
@@ -132,18 +131,25 @@ class RecognitionPipeline:
         """End the source: decide every track still open."""
         return self._decide(self.tracker.finish(), None)
 
+    def timed(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        """``frames``, with the time spent waiting for each counted as decoding."""
+        iterator = iter(frames)
+        while True:
+            with self._timed("decode"):
+                frame = next(iterator, None)
+            if frame is None:
+                return
+            yield frame
+
     def run(self, frames: Iterable[Frame], continuous: bool = True) -> Iterator[MatchEvent]:
         """Process a whole source, yielding matches as their tracks end."""
-        for frame in frames:
+        for frame in self.timed(frames):
             yield from self.process(frame, continuous)
         yield from self.finish()
 
     def _shot(self, frame: Frame, observation: FaceObservation) -> Shot | None:
-        if not assess_geometry(observation, self.quality).kept:
-            return None
-        chip = align(frame.image, observation, self.embedder.layout)
-        report = assess(observation, chip, self.quality)
-        if not report.kept:
+        report, chip = gate(frame.image, observation, self.embedder.layout, self.quality)
+        if not report.kept or chip is None:
             return None
         return Shot(chip=chip, quality=report.score, timestamp=frame.timestamp)
 

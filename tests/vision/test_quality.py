@@ -10,11 +10,11 @@ import pytest
 
 from tests.support.data import lfw_photos
 from watchkeeper.config import QualityConfig
-from watchkeeper.vision.alignment import DLIB_CHIP, align
+from watchkeeper.vision.alignment import DLIB_CHIP
 from watchkeeper.vision.detection import FaceDetector
 from watchkeeper.vision.images import read_image
 from watchkeeper.vision.observation import FaceObservation, LandmarkScheme
-from watchkeeper.vision.quality import assess, assess_geometry, estimate_pose, sharpness
+from watchkeeper.vision.quality import assess_geometry, estimate_pose, gate, sharpness
 
 
 def yunet_face(
@@ -95,14 +95,15 @@ def test_blur_is_caught_on_the_aligned_chip(yunet: FaceDetector) -> None:
     image = read_image(lfw_photos("Joseph_Biden")[0])
     (face,) = yunet.detect(image)
     config = QualityConfig()
-    sharp = assess(face, align(image, face, DLIB_CHIP), config)
+    sharp, _ = gate(image, face, DLIB_CHIP, config)
     blurred_image = cv2.GaussianBlur(image, (0, 0), 4)
-    blurred = assess(face, align(blurred_image, face, DLIB_CHIP), config)
+    blurred, chip = gate(blurred_image, face, DLIB_CHIP, config)
     assert sharp.kept, sharp.reasons
     assert not blurred.kept
     assert blurred.reasons[0].startswith("blurred")
     assert blurred.score < sharp.score
-    assert sharpness(align(blurred_image, face, DLIB_CHIP)) < config.min_sharpness
+    assert chip is not None
+    assert sharpness(chip) < config.min_sharpness
 
 
 def test_lfw_faces_mostly_pass(yunet: FaceDetector) -> None:
@@ -115,6 +116,6 @@ def test_lfw_faces_mostly_pass(yunet: FaceDetector) -> None:
             for face in yunet.detect(image):
                 if face.width > 60:
                     total += 1
-                    kept += assess(face, align(image, face, DLIB_CHIP), config).kept
+                    kept += gate(image, face, DLIB_CHIP, config)[0].kept
     assert total >= 25
     assert kept / total >= 0.9

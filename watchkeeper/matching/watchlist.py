@@ -17,11 +17,10 @@ import numpy as np
 from watchkeeper.config import QualityConfig
 from watchkeeper.errors import ImageError, WatchlistError
 from watchkeeper.matching.gallery import Gallery
-from watchkeeper.vision.alignment import align
 from watchkeeper.vision.detection import FaceDetector
 from watchkeeper.vision.embedding import Embeddings, FaceEmbedder
 from watchkeeper.vision.images import IMAGE_SUFFIXES, read_image
-from watchkeeper.vision.quality import QualityReport, assess, assess_geometry
+from watchkeeper.vision.quality import QualityReport, gate
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +59,8 @@ def enrolment_face(
     usable: list[EnrolmentFace] = []
     refusals: list[QualityReport] = []
     for observation in observations:
-        geometry = assess_geometry(observation, quality)
-        if not geometry.kept:
-            refusals.append(geometry)
-            continue
-        chip = align(image, observation, embedder.layout)
-        report = assess(observation, chip, quality)
-        if report.kept:
+        report, chip = gate(image, observation, embedder.layout, quality)
+        if report.kept and chip is not None:
             usable.append(EnrolmentFace(chip, report))
         else:
             refusals.append(report)

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from watchkeeper.config import QualityConfig
+from watchkeeper.vision.alignment import ChipLayout, align
 from watchkeeper.vision.observation import FaceObservation, LandmarkScheme
 
 
@@ -45,7 +46,8 @@ _HEAD_MODELS: dict[LandmarkScheme, tuple[_HeadPoint, ...]] = {
     LandmarkScheme.DLIB5: (_HeadPoint(drop=0.77, depth=0.35),),
 }
 
-_GRID_STEP_DEG = 1.0
+_COARSE_STEP_DEG = 4.0
+_FINE_STEP_DEG = 1.0
 _GRID_LIMIT_DEG = 80.0
 
 
@@ -62,28 +64,56 @@ class Pose:
     roll: float
 
 
-@cache
-def _pose_grid(scheme: LandmarkScheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Yaw and pitch grids (radians) and the landmark offsets each pose projects to.
+def _project(scheme: LandmarkScheme, yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
+    """Landmark offsets the head model shows at each (yaw, pitch), radians.
 
     Offsets are (sideways, drop) per head point in units of the observed
     inter-ocular distance, which shrinks as cos(yaw).
     """
-    points = _HEAD_MODELS[scheme]
-    angles = np.radians(np.arange(-_GRID_LIMIT_DEG, _GRID_LIMIT_DEG + 1e-9, _GRID_STEP_DEG))
-    yaw, pitch = (a.ravel() for a in np.meshgrid(angles, angles, indexing="ij"))
-    if len(points) == 1:
-        # One point cannot tell looking down from looking further down: keep the
-        # branch where the visible drop still grows with pitch.
-        limit = math.pi / 2 - math.atan2(points[0].drop, points[0].depth)
-        keep = pitch <= limit
-        yaw, pitch = yaw[keep], pitch[keep]
     columns = []
-    for point in points:
+    for point in _HEAD_MODELS[scheme]:
         drop = point.drop * np.cos(pitch) + point.depth * np.sin(pitch)
         depth = point.depth * np.cos(pitch) - point.drop * np.sin(pitch)
         columns += [depth * np.tan(yaw), drop / np.cos(yaw)]
-    return yaw, pitch, np.stack(columns, axis=1)
+    return np.stack(columns, axis=-1)
+
+
+def _pitch_limit(scheme: LandmarkScheme) -> float:
+    """Largest pitch searched, radians. One point cannot tell looking down from
+    looking further down: keep the branch where its visible drop still grows."""
+    points = _HEAD_MODELS[scheme]
+    if len(points) == 1:
+        return math.pi / 2 - math.atan2(points[0].drop, points[0].depth)
+    return math.radians(_GRID_LIMIT_DEG)
+
+
+@cache
+def _coarse_grid(scheme: LandmarkScheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    angles = np.radians(np.arange(-_GRID_LIMIT_DEG, _GRID_LIMIT_DEG + 1e-9, _COARSE_STEP_DEG))
+    yaw, pitch = (a.ravel() for a in np.meshgrid(angles, angles, indexing="ij"))
+    keep = pitch <= _pitch_limit(scheme)
+    yaw, pitch = yaw[keep], pitch[keep]
+    return yaw, pitch, _project(scheme, yaw, pitch)
+
+
+def _fit_pose(scheme: LandmarkScheme, observed: np.ndarray) -> tuple[float, float]:
+    """Least-squares (yaw, pitch) in degrees: a coarse grid, then a fine one around
+    its best point."""
+    yaw, pitch, predicted = _coarse_grid(scheme)
+    best = int(np.argmin(((predicted - observed) ** 2).sum(axis=1)))
+    offsets = np.radians(np.arange(-_COARSE_STEP_DEG, _COARSE_STEP_DEG + 1e-9, _FINE_STEP_DEG))
+    limit = math.radians(_GRID_LIMIT_DEG)
+    fine_yaw, fine_pitch = (
+        a.ravel()
+        for a in np.meshgrid(
+            np.clip(yaw[best] + offsets, -limit, limit),
+            np.clip(pitch[best] + offsets, -limit, _pitch_limit(scheme)),
+            indexing="ij",
+        )
+    )
+    errors = ((_project(scheme, fine_yaw, fine_pitch) - observed) ** 2).sum(axis=1)
+    best = int(np.argmin(errors))
+    return math.degrees(fine_yaw[best]), math.degrees(fine_pitch[best])
 
 
 def estimate_pose(observation: FaceObservation) -> Pose:
@@ -104,10 +134,8 @@ def estimate_pose(observation: FaceObservation) -> Pose:
         np.array([v for p in points for v in ((p - middle) @ along, (p - middle) @ down)])
         / interocular
     )
-    yaw, pitch, predicted = _pose_grid(observation.scheme)
-    best = int(np.argmin(((predicted - observed) ** 2).sum(axis=1)))
-    roll = math.degrees(math.atan2(along[1], along[0]))
-    return Pose(yaw=math.degrees(yaw[best]), pitch=math.degrees(pitch[best]), roll=roll)
+    yaw, pitch = _fit_pose(observation.scheme, observed)
+    return Pose(yaw=yaw, pitch=pitch, roll=math.degrees(math.atan2(along[1], along[0])))
 
 
 def sharpness(chip: np.ndarray) -> float:
@@ -168,9 +196,8 @@ def assess_geometry(observation: FaceObservation, config: QualityConfig) -> Qual
     )
 
 
-def assess(observation: FaceObservation, chip: np.ndarray, config: QualityConfig) -> QualityReport:
-    """The full gate: geometry plus the sharpness of the aligned chip."""
-    geometry = assess_geometry(observation, config)
+def assess(geometry: QualityReport, chip: np.ndarray, config: QualityConfig) -> QualityReport:
+    """The full gate: a geometry report completed with the sharpness of the aligned chip."""
     chip_sharpness = sharpness(chip)
     reasons = list(geometry.reasons)
     if chip_sharpness < config.min_sharpness:
@@ -185,3 +212,16 @@ def assess(observation: FaceObservation, chip: np.ndarray, config: QualityConfig
         detector_score=geometry.detector_score,
         sharpness=chip_sharpness,
     )
+
+
+def gate(
+    image: np.ndarray, observation: FaceObservation, layout: ChipLayout, config: QualityConfig
+) -> tuple[QualityReport, np.ndarray | None]:
+    """The whole gate for one face: the cheap geometry checks, then alignment and
+    sharpness for faces that pass them. Returns the report and the aligned chip
+    (``None`` when the geometry already failed)."""
+    geometry = assess_geometry(observation, config)
+    if not geometry.kept:
+        return geometry, None
+    chip = align(image, observation, layout)
+    return assess(geometry, chip, config), chip
