@@ -66,13 +66,20 @@ def main_options(
     ] = 0,
 ) -> None:
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
-    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+    handler: logging.Handler
+    if stderr.is_terminal:
+        handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        # One plain line per record, for scripts and log files.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     ctx.obj = Context(config_file=config, models_dir=models_dir)
 
 
 def _fail(exc: WatchkeeperError) -> typer.Exit:
-    stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+    sys.stderr.write(f"error: {exc}\n")
     return typer.Exit(exc.exit_code)
 
 
