@@ -313,13 +313,19 @@ def models_list(
         table.add_column(column, overflow="fold")
     for s in statuses:
         state = "missing" if not s.present else ("ok" if s.verified else "WRONG CHECKSUM")
+        if s.path is None:
+            where = "-"
+        elif s.path.parent == registry.models_dir:
+            where = "models folder"
+        else:
+            where = f"package {s.spec.package}" if s.spec.package else str(s.path)
         table.add_row(
             s.spec.name,
             s.spec.role.value,
             s.spec.version,
             s.spec.licence,
-            s.spec.sha256[:16] + "…",
-            str(s.path) if s.path else "-",
+            s.spec.sha256[:12] + "…",
+            where,
             state,
         )
     Console().print(table)
