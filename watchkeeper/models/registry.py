@@ -4,8 +4,8 @@ A model is loaded only through :meth:`ModelRegistry.verified_path` (or
 :meth:`ModelRegistry.verified_bytes`), which refuses a file whose SHA-256
 differs from the pinned one. The registry knows three roles only (face
 detector, landmark model, identity embedder): there is no role for a model
-that infers demographic attributes or emotion, so no such model can be
-declared or loaded.
+that infers demographic attributes or emotion, so one can never be declared
+or loaded.
 
 Files are searched in the configured models directory first, then in the
 installed Python package that ships them (dlib's models come with
