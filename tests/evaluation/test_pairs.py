@@ -10,7 +10,8 @@ import pytest
 
 from tests.support.data import LFW
 from watchkeeper.config import QualityConfig
-from watchkeeper.evaluation.pairs import Pair, best_threshold_accuracy, image_path, read_pairs
+from watchkeeper.evaluation.metrics import best_threshold_accuracy
+from watchkeeper.evaluation.pairs import Pair, image_path, read_pairs
 from watchkeeper.matching.watchlist import PhotoRefused, enrolment_face
 from watchkeeper.vision.detection import FaceDetector
 from watchkeeper.vision.embedding import FaceEmbedder
@@ -39,13 +40,14 @@ def test_malformed_pairs_line_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("scores", "same", "accuracy", "threshold"),
     [
-        # Perfectly separable: accept the two same pairs at 0.8.
-        ([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0], 1.0, 0.8),
-        # One different pair (0.85) above a same pair (0.8): best is 3/4.
-        ([0.9, 0.85, 0.8, 0.1], [1, 0, 1, 0], 0.75, 0.9),
+        # Perfectly separable: accept the two same pairs, cut midway to 0.3.
+        ([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0], 1.0, 0.55),
+        # One different pair (0.85) above a same pair (0.8): best is 3/4, first
+        # reached by accepting only 0.9.
+        ([0.9, 0.85, 0.8, 0.1], [1, 0, 1, 0], 0.75, 0.875),
         # Tied scores cannot be split: the three 0.5s are accepted together (3/4);
         # splitting them would give 4/4 but no threshold does that.
-        ([0.5, 0.5, 0.5, 0.2], [1, 0, 1, 0], 0.75, 0.5),
+        ([0.5, 0.5, 0.5, 0.2], [1, 0, 1, 0], 0.75, 0.35),
         # Nothing accepted is best when every pair is different.
         ([0.2, 0.1], [0, 0], 1.0, float("inf")),
     ],

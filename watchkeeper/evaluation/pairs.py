@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class Pair:
@@ -40,25 +38,3 @@ def read_pairs(path: Path) -> list[Pair]:
 def image_path(root: Path, name: str, number: int) -> Path:
     """Where LFW keeps image ``number`` of ``name``."""
     return root / name / f"{name}_{number:04d}.jpg"
-
-
-def best_threshold_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    """Highest accuracy of ``score >= t`` over all thresholds t, and that t.
-
-    An optimistic figure (the threshold is chosen on the data it is scored
-    on); the LFW protocol's 10-fold cross-validation is the honest one.
-    """
-    scores = np.asarray(scores, np.float64)
-    same = np.asarray(same, bool)
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, sorted_same = scores[order], same[order]
-    # Accepting the k highest scores: true accepts plus true rejects below.
-    true_accepts = np.concatenate([[0], np.cumsum(sorted_same)])
-    false_accepts = np.concatenate([[0], np.cumsum(~sorted_same)])
-    correct = true_accepts + (~same).sum() - false_accepts
-    # Only cut between different scores, so that ties fall on one side.
-    cuts = np.concatenate([[True], sorted_scores[1:] != sorted_scores[:-1], [True]])
-    correct = np.where(cuts, correct, -1)
-    k = int(np.argmax(correct))
-    threshold = float(sorted_scores[k - 1]) if k > 0 else float(np.inf)
-    return float(correct[k] / len(scores)), threshold
