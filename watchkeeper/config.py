@@ -213,6 +213,11 @@ class Settings(BaseSettings):
         description="Folder searched first for model files (then installed packages). "
         "`watchkeeper models fetch` writes here.",
     )
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_cache_dir("watchkeeper")),
+        description="Folder for the evaluation embedding cache (vectors of evaluation "
+        "images only, never of camera faces); safe to delete.",
+    )
     embedder: str = Field(
         "dlib-resnet-v1",
         description="Registry name of the identity embedder used for watchlist and probes.",

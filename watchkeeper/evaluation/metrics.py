@@ -16,7 +16,7 @@ entry is ranked first with a score at or above the threshold (FNIR).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,12 +115,14 @@ def ten_fold_accuracy(scores: np.ndarray, same: np.ndarray, folds: int = 10) -> 
     """LFW protocol: (mean, standard deviation) of held-out accuracy over folds.
 
     Pairs are split into ``folds`` consecutive blocks in their given order (the
-    order of the pairs file); each block is scored with the threshold that is
-    best on the other blocks.
+    order of the pairs file), fewer when there are fewer pairs; each block is
+    scored with the threshold that is best on the other blocks.
     """
     scores = np.asarray(scores, np.float64)
     same = np.asarray(same, bool)
-    blocks = np.array_split(np.arange(len(scores)), folds)
+    if len(scores) < 2:
+        raise ValueError("10-fold accuracy needs at least two pairs")
+    blocks = np.array_split(np.arange(len(scores)), min(folds, len(scores)))
     accuracies = []
     for held_out in blocks:
         training = np.setdiff1d(np.arange(len(scores)), held_out)
@@ -186,30 +188,36 @@ class Searches:
 
 
 def _resample_groups(owners: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices of a resample of ``owners``' groups with replacement."""
-    groups, inverse = np.unique(owners, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(groups))]
-    drawn = rng.integers(0, len(groups), len(groups))
-    return np.concatenate([members[g] for g in drawn]) if len(drawn) else np.zeros(0, int)
+    """Indices of a resample of ``owners``' groups, drawn with replacement."""
+    if len(owners) == 0:
+        return np.zeros(0, int)
+    order = np.argsort(owners, kind="stable")
+    sorted_owners = owners[order]
+    starts = np.flatnonzero(np.r_[True, sorted_owners[1:] != sorted_owners[:-1]])
+    ends = np.r_[starts[1:], len(owners)]
+    drawn = rng.integers(0, len(starts), len(starts))
+    lengths = ends[drawn] - starts[drawn]
+    # Position k of the output belongs to drawn group g at offset k - (its first k).
+    shift = np.repeat(starts[drawn] - np.cumsum(np.r_[0, lengths[:-1]]), lengths)
+    return order[np.arange(lengths.sum()) + shift]
 
 
-def bootstrap_interval(
+def bootstrap_intervals(
     searches: Searches,
-    statistic: Callable[[Searches], float],
+    statistics: dict[str, Callable[[Searches], float]],
     replicates: int = 200,
     level: float = 0.95,
     seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile confidence interval of ``statistic`` over people, not images."""
+) -> dict[str, tuple[float, float]]:
+    """Percentile confidence intervals of each statistic, resampling people, not images."""
     rng = np.random.default_rng(seed)
-    values = [statistic(searches.resampled(rng)) for _ in range(replicates)]
+    values: dict[str, list[float]] = {name: [] for name in statistics}
+    for _ in range(replicates):
+        replicate = searches.resampled(rng)
+        for name, statistic in statistics.items():
+            values[name].append(statistic(replicate))
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def rates_by_key(
-    function: Callable[[float], float], keys: Sequence[str] = tuple(RATE_KEYS)
-) -> dict:
-    """``{"1e-2": function(0.01), ...}`` for the reported operating points."""
-    return {key: function(RATE_KEYS[key]) for key in keys}
+    return {
+        name: tuple(float(v) for v in np.percentile(samples, [tail, 100 - tail]))
+        for name, samples in values.items()
+    }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
@@ -79,14 +80,19 @@ class ModelSpec(BaseModel):
     )
     embedding_dim: int | None = Field(None, gt=0, description="Identity embedders only.")
     input_convention: InputConvention | None = None
+    flip_average: bool = Field(
+        False,
+        description="Average each face's vector with its mirror image's (twice the "
+        "embedding cost; part of the model's vector space, so thresholds assume it).",
+    )
     default_threshold: CalibratedThreshold | None = None
     description: str = ""
 
     @model_validator(mode="after")
     def _embedder_fields_only_on_embedders(self) -> ModelSpec:
         is_embedder = self.role is ModelRole.IDENTITY_EMBEDDER
-        for field in ("embedding_dim", "input_convention", "default_threshold"):
-            if getattr(self, field) is not None and not is_embedder:
+        for field in ("embedding_dim", "input_convention", "default_threshold", "flip_average"):
+            if getattr(self, field) not in (None, False) and not is_embedder:
                 raise ValueError(f"{field} applies to identity embedders only")
         return self
 
@@ -233,8 +239,43 @@ def load_user_specs(models_dir: Path) -> tuple[ModelSpec, ...]:
     return tuple(declared.model)
 
 
+CALIBRATION_FILE = "calibration.toml"
+
+
+def load_calibrations(models_dir: Path) -> dict[str, CalibratedThreshold]:
+    """Thresholds stored by `watchkeeper calibrate --save`, by model name."""
+    path = models_dir / CALIBRATION_FILE
+    if not path.is_file():
+        return {}
+    try:
+        table = tomllib.loads(path.read_text("utf-8"))
+        return {name: CalibratedThreshold.model_validate(entry) for name, entry in table.items()}
+    except (tomllib.TOMLDecodeError, ValidationError, AttributeError) as exc:
+        raise ModelError(f"{path} is not a valid calibration file: {exc}") from exc
+
+
+def save_calibration(models_dir: Path, name: str, threshold: CalibratedThreshold) -> Path:
+    """Store ``threshold`` as model ``name``'s default, keeping other models' entries."""
+    entries = load_calibrations(models_dir)
+    entries[name] = threshold
+    lines = []
+    for model, entry in sorted(entries.items()):
+        lines += [f"[{json.dumps(model)}]", f"value = {entry.value!r}"]
+        lines += [f"provenance = {json.dumps(entry.provenance)}", ""]
+    models_dir.mkdir(parents=True, exist_ok=True)
+    path = models_dir / CALIBRATION_FILE
+    partial = path.with_suffix(".toml.part")
+    partial.write_text("\n".join(lines), "utf-8")
+    partial.replace(path)
+    return path
+
+
 class ModelRegistry:
-    """Looks model files up and verifies them before anything loads them."""
+    """Looks model files up and verifies them before anything loads them.
+
+    Thresholds stored in ``<models_dir>/calibration.toml`` replace the
+    built-in defaults of the models they name.
+    """
 
     def __init__(self, models_dir: Path, specs: tuple[ModelSpec, ...] | None = None) -> None:
         self.models_dir = models_dir
@@ -244,6 +285,11 @@ class ModelRegistry:
             if spec.name in self._specs:
                 raise ModelError(f"model {spec.name!r} is declared twice")
             self._specs[spec.name] = spec
+        for name, threshold in load_calibrations(models_dir).items():
+            spec = self.spec(name)
+            if spec.role is not ModelRole.IDENTITY_EMBEDDER:
+                raise ModelError(f"{CALIBRATION_FILE}: {name!r} is not an identity embedder")
+            self._specs[name] = spec.model_copy(update={"default_threshold": threshold})
 
     def specs(self) -> list[ModelSpec]:
         return list(self._specs.values())

@@ -24,6 +24,9 @@ import numpy as np
 
 from watchkeeper.vision.observation import FaceObservation, LandmarkScheme
 
+ALIGNMENT_VERSION = "1"
+"""Changes whenever templates or warping change, so that cached vectors are redone."""
+
 _DLIB_UNIT_TEMPLATE = np.array(
     [
         [0.8595674595992, 0.2134981538014],

@@ -48,6 +48,16 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, np.float32(1e-12))
 
 
+def mirror(chip: np.ndarray) -> np.ndarray:
+    """The chip flipped left to right (a contiguous copy)."""
+    return np.ascontiguousarray(chip[:, ::-1])
+
+
+def flip_average(plain: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+    """Unit vectors of the mean of each face's own and mirrored unit vectors."""
+    return normalise_rows(normalise_rows(plain) + normalise_rows(mirrored))
+
+
 class FaceEmbedder(ABC):
     """Turns aligned BGR chips into identity embeddings."""
 
@@ -61,10 +71,18 @@ class FaceEmbedder(ABC):
         return self.spec.model_id
 
     def embed(self, chips: Sequence[np.ndarray]) -> Embeddings:
-        """Embed ``chips`` (each ``layout.size`` square, BGR uint8) in one batch."""
+        """Embed ``chips`` (each ``layout.size`` square, BGR uint8) in one batch.
+
+        For models whose spec asks for it, each chip's vector is averaged with
+        its mirror image's (test-time flip augmentation), at twice the cost.
+        """
         if not chips:
             return Embeddings(self.model_id, np.zeros((0, self.dim), np.float32))
-        return Embeddings(self.model_id, normalise_rows(self._embed(chips)))
+        if not self.spec.flip_average:
+            return Embeddings(self.model_id, normalise_rows(self.embed_raw(chips)))
+        raw = self.embed_raw([*chips, *(mirror(chip) for chip in chips)])
+        plain, mirrored = raw[: len(chips)], raw[len(chips) :]
+        return Embeddings(self.model_id, flip_average(plain, mirrored))
 
     @property
     @abstractmethod
@@ -72,8 +90,9 @@ class FaceEmbedder(ABC):
         """Length of each vector."""
 
     @abstractmethod
-    def _embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
-        """Raw (n, dim) vectors for ``chips``."""
+    def embed_raw(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """The network's own (n, dim) float32 vectors for ``chips``: not normalised,
+        no augmentation (evaluation composes these itself)."""
 
 
 class DlibResNetEmbedder(FaceEmbedder):
@@ -90,7 +109,7 @@ class DlibResNetEmbedder(FaceEmbedder):
     def dim(self) -> int:
         return 128
 
-    def _embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_raw(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         rgb = [np.ascontiguousarray(chip[:, :, ::-1]) for chip in chips]
         return np.array(self._net.compute_face_descriptor(rgb), np.float32)
 
@@ -142,7 +161,7 @@ class OnnxArcFaceEmbedder(FaceEmbedder):
     def dim(self) -> int:
         return int(self._dim)
 
-    def _embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_raw(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         batch = np.stack(chips).astype(np.float32)
         if self._convention.channel_order == "RGB":
             batch = batch[..., ::-1]

@@ -1,0 +1,69 @@
+"""The `watchkeeper` command: the Typer application, global options and shared helpers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from watchkeeper.config import Settings, load_settings
+from watchkeeper.errors import WatchkeeperError
+
+app = typer.Typer(
+    help="Watchkeeper: watchlist-only facial recognition that keeps nothing about "
+    "people who do not match.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+stderr = Console(stderr=True)
+log = logging.getLogger("watchkeeper")
+
+
+@dataclass
+class Context:
+    config_file: Path | None
+    models_dir: Path | None
+
+    def settings(self, **overrides: Any) -> Settings:
+        if self.models_dir is not None:
+            overrides["models_dir"] = self.models_dir
+        return load_settings(self.config_file, **overrides)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML configuration file.", envvar="WATCHKEEPER_CONFIG")
+    ] = None,
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder searched first for model files.", show_default=False),
+    ] = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")
+    ] = 0,
+) -> None:
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler: logging.Handler
+    if stderr.is_terminal:
+        handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        # One plain line per record, for scripts and log files.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    ctx.obj = Context(config_file=config, models_dir=models_dir)
+
+
+def fail(exc: WatchkeeperError) -> typer.Exit:
+    """Report ``exc`` as one line on stderr; the caller raises the returned exit."""
+    sys.stderr.write(f"error: {exc}\n")
+    return typer.Exit(exc.exit_code)
