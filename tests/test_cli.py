@@ -277,7 +277,10 @@ def test_models_list_and_verify(sandbox: Sandbox) -> None:
     assert rows["yunet-2023mar"]["verified"]
     assert rows["yunet-2023mar"]["path"] == str(MODELS / YUNET)
     assert rows["dlib-resnet-v1"]["role"] == "identity-embedder"
-    assert rows["dlib-resnet-v1"]["default_threshold"]["provenance"]
+    calibration = rows["dlib-resnet-v1"]["calibration"]
+    assert calibration["fpir"] == 1e-3
+    assert calibration["provenance"].startswith("watchkeeper calibrate on the LFW")
+    assert calibration["thresholds"]["1000"] > calibration["thresholds"]["10"]
     assert not rows["sface-2021dec"]["present"]
     assert {row["role"] for row in rows.values()} <= {"detector", "landmarks", "identity-embedder"}
     table = sandbox.run("models", "list")

@@ -66,7 +66,7 @@ def make_pipeline(
             gallery,
             settings.quality,
             settings.tracking,
-            resolve_threshold(settings, registry),
+            resolve_threshold(settings, registry, len(gallery.subjects)),
         )
 
     return make

@@ -158,7 +158,8 @@ class MatchingConfig(BaseModel):
         ge=-1,
         le=1,
         description="Cosine similarity a track's fused score must reach to be a match. "
-        "Empty: the embedder's calibrated default from the model registry.",
+        "Empty: the embedder's calibration, which sets the threshold for the watchlist's "
+        "size so that the declared share of strangers raising an alert (FPIR) holds.",
     )
     top_k: int = Field(5, ge=1, description="Candidates kept per decision, best first.")
 

@@ -194,14 +194,14 @@ class RecognitionPipeline:
         return events
 
 
-def resolve_threshold(settings: Settings, registry: ModelRegistry) -> float:
-    """The configured threshold, else the embedder's calibrated default."""
+def resolve_threshold(settings: Settings, registry: ModelRegistry, watchlist_size: int) -> float:
+    """The configured threshold, else the embedder's calibrated one for this watchlist size."""
     if settings.matching.threshold is not None:
         return settings.matching.threshold
     spec = registry.spec(settings.embedder)
-    if spec.default_threshold is None:
+    if spec.calibration is None:
         raise ConfigError(
             f"model {spec.name!r} has no calibrated threshold; measure one with "
-            "`watchkeeper eval` and set matching.threshold"
+            "`watchkeeper calibrate` or set matching.threshold"
         )
-    return spec.default_threshold.value
+    return spec.calibration.threshold_for(watchlist_size)

@@ -89,6 +89,11 @@ def test_embedding_cache_gives_the_same_vectors_without_the_network(
     assert failures["Colin_Powell_0099.jpg"].startswith("unreadable")
     assert failures["Tony_Blair_0099.jpg"] == "no face found"
     assert sum(f is not None for f in cold.failures) >= 2
+    # 'auto' resolves to YuNet here: the same pipeline, the same cache entries.
+    auto = settings.model_copy(
+        update={"detection": settings.detection.model_copy(update={"backend": "yunet"})}
+    )
+    assert embed_dataset(data, auto, EmbeddingCache(tmp_path / "cache.sqlite3")).cached == 32
     # A model change invalidates the cache: another fingerprint, nothing reused.
     hog = settings.model_copy(
         update={"detection": settings.detection.model_copy(update={"backend": "hog"})}
@@ -134,27 +139,32 @@ def test_eval_reports_every_figure_and_writes_a_report(
     assert json.loads(again.stdout)["timing"]["cached_images"] == 32
 
 
-def test_calibrate_saves_a_threshold_with_its_provenance(
+def test_calibrate_saves_thresholds_by_watchlist_size_with_provenance(
     dataset: Path, env: dict[str, str]
 ) -> None:
-    args = ["calibrate", str(dataset), "--fpir", "0.2", "--watchlist-size", "8"]
-    args += ["--never-enrolled", "all", "--json"]
+    args = ["calibrate", str(dataset), "--fpir", "0.2", "--watchlist-size", "4"]
+    args += ["--watchlist-size", "8", "--draws", "3", "--never-enrolled", "all", "--json"]
     printed = run(*args, env=env)
     assert printed.returncode == 0, printed.stderr
     result = json.loads(printed.stdout)
-    assert result["achieved_fpir"] <= 0.2
+    assert [row["watchlist_size"] for row in result["sizes"]] == [4, 8]
+    for row in result["sizes"]:
+        assert row["threshold_min"] <= row["threshold"] <= row["threshold_max"]
     assert "saved_to" not in result
     models = Path(env["WATCHKEEPER_MODELS_DIR"])
     assert not (models / "calibration.toml").exists()
     saved = run(*args, "--save", env=env)
     assert saved.returncode == 0, saved.stderr
-    spec = ModelRegistry(models).spec("dlib-resnet-v1")
-    assert spec.default_threshold is not None
-    assert spec.default_threshold.value == pytest.approx(result["threshold"])
-    assert "FPIR 0.2 at a 8-person watchlist" in spec.default_threshold.provenance
+    calibration = ModelRegistry(models).spec("dlib-resnet-v1").calibration
+    assert calibration is not None
+    assert calibration.fpir == 0.2
+    assert calibration.thresholds == {
+        row["watchlist_size"]: pytest.approx(row["threshold"]) for row in result["sizes"]
+    }
+    assert "FPIR 0.2, 1 enrolment photo(s) per person" in calibration.provenance
     listed = json.loads(run("models", "list", "--json", env=env).stdout)
     row = next(r for r in listed if r["name"] == "dlib-resnet-v1")
-    assert row["default_threshold"]["value"] == pytest.approx(result["threshold"])
+    assert row["calibration"]["provenance"] == calibration.provenance
 
 
 @pytest.mark.parametrize(

@@ -146,3 +146,15 @@ def test_bootstrap_resamples_people_not_searches() -> None:
     (low, high) = bootstrap_intervals(result, {"fnir": lambda s: s.fnir(0.55)}, 300)["fnir"]
     assert 0.0 <= low <= 2 / 6 <= high <= 1.0
     assert low < high
+
+
+def test_thinned_curve_keeps_the_ends_and_the_shape() -> None:
+    rng = np.random.default_rng(0)
+    curve = roc_curve(rng.normal(2, 1, 5000), rng.normal(0, 1, 200_000))
+    thin = curve.thinned(300)
+    assert len(thin.thresholds) <= 302
+    assert thin.false_rate[0] == curve.false_rate[0]
+    assert thin.false_rate[-1] == curve.false_rate[-1]
+    assert np.all(np.diff(thin.false_rate) >= 0)
+    for far, tar in zip(thin.false_rate, thin.true_rate, strict=True):
+        assert tar == curve.true_rate[np.searchsorted(curve.false_rate, far)]

@@ -12,8 +12,10 @@ from watchkeeper.evaluation.embeddings import DatasetEmbeddings
 from watchkeeper.evaluation.pairs import Pair
 from watchkeeper.evaluation.protocols import (
     FAILED,
+    CohortNormaliser,
     all_pairs_scores,
     build_watchlist,
+    fused_search,
     pairs_file_scores,
     search,
     split_identities,
@@ -155,3 +157,40 @@ def test_pairs_file_scores_use_the_numbered_images() -> None:
             embeddings.vectors(flip=False),
             [Pair(("person009", 1), ("person000", 1), False)],
         )
+
+
+def test_fused_searches_decide_like_a_track() -> None:
+    embeddings = synthetic([4, 4, 4, 3, 3], failed={13}, noise=0.3, seed=2)
+    vectors = embeddings.vectors(flip=False)
+    watchlist = build_watchlist(embeddings, (0, 1, 2), photos=1, seed=0)
+    probes = {p: [i for i in watchlist.probes if embeddings.owner[i] == p] for p in (0, 1, 2)}
+    mated = [tuple(probes[p]) for p in (0, 1, 2)]
+    strangers = [(12, 13, 14), (13,)]  # person 3: all three images; the failed one alone
+    fused = fused_search(embeddings, vectors, watchlist, mated, strangers)
+    single = fused_search(
+        embeddings, vectors, watchlist, [g[:1] for g in mated], [g[:1] for g in strangers]
+    )
+    assert fused.mated_rank1.all()
+    assert fused.nonmated_top[1] == FAILED
+    # Fusing three noisy shots brings a person's score closer to its expected value
+    # than one shot: here it must not fall below the weakest single shot.
+    for person, group in enumerate(mated):
+        gallery_row = watchlist.gallery[person][0]
+        shots = [float(vectors[i] @ vectors[gallery_row]) for i in group]
+        assert min(shots) <= fused.mated_score[person] <= max(shots)
+    assert len(single.mated_score) == 3
+
+
+def test_cohort_normalisation_gives_standardised_scores() -> None:
+    embeddings = synthetic([3] * 10 + [1] * 40, noise=0.2, seed=4)
+    vectors = embeddings.vectors(flip=False)
+    split = split_identities(embeddings, never_enrolled=20, seed=0)
+    watchlist = build_watchlist(embeddings, split.enrolled, photos=1)
+    outside = np.isin(embeddings.owner, [*split.enrolled, *split.never_enrolled])
+    normaliser = CohortNormaliser(vectors[~outside], top=10)
+    plain = search(embeddings, vectors, watchlist, split.never_enrolled)
+    normalised = search(embeddings, vectors, watchlist, split.never_enrolled, normaliser)
+    assert np.isfinite(normalised.nonmated_top).all()
+    # Standardised against strangers: mated scores lie many deviations above them.
+    assert normalised.mated_score.min() > 3 * normalised.nonmated_top.std()
+    assert normalised.rank1_rate() == plain.rank1_rate() == 1.0

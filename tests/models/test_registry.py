@@ -11,9 +11,11 @@ from watchkeeper.config import DetectionConfig
 from watchkeeper.errors import ModelError
 from watchkeeper.models.registry import (
     BUILTIN_MODELS,
+    Calibration,
     ModelRegistry,
     ModelRole,
     ModelSpec,
+    save_calibration,
     sha256_of,
 )
 from watchkeeper.vision.detection import DlibHogDetector, YuNetDetector, create_detector
@@ -173,3 +175,42 @@ def test_embedder_fields_are_refused_on_other_roles() -> None:
             sha256="0" * 64,
             embedding_dim=128,
         )
+
+
+CALIBRATION = Calibration(fpir=1e-3, thresholds={10: 0.94, 1000: 0.96}, provenance="test")
+
+
+@pytest.mark.parametrize(
+    ("size", "threshold"),
+    [(1, 0.94), (10, 0.94), (100, 0.95), (1000, 0.96), (5000, 0.96)],
+)
+def test_thresholds_are_interpolated_in_log_watchlist_size(size: int, threshold: float) -> None:
+    assert CALIBRATION.threshold_for(size) == pytest.approx(threshold)
+
+
+def test_a_saved_calibration_replaces_the_builtin_one(tmp_path: Path) -> None:
+    builtin = ModelRegistry(tmp_path).spec("dlib-resnet-v1").calibration
+    assert builtin is not None
+    save_calibration(tmp_path, "dlib-resnet-v1", CALIBRATION)
+    assert ModelRegistry(tmp_path).spec("dlib-resnet-v1").calibration == CALIBRATION
+    assert ModelRegistry(MODELS).spec("dlib-resnet-v1").calibration == builtin
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('["dlib-resnet-v1"]\nfpir = 0.001\nthresholds = {}\nprovenance = "x"\n', "not a valid"),
+        (
+            '["yunet-2023mar"]\nfpir = 0.001\nthresholds = { "10" = 0.9 }\nprovenance = "x"\n',
+            "is not an identity embedder",
+        ),
+        (
+            '["no-such-model"]\nfpir = 0.001\nthresholds = { "10" = 0.9 }\nprovenance = "x"\n',
+            "unknown model",
+        ),
+    ],
+)
+def test_broken_calibration_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "calibration.toml").write_text(text)
+    with pytest.raises(ModelError, match=message):
+        ModelRegistry(tmp_path)

@@ -26,13 +26,12 @@ from watchkeeper.evaluation.runner import (
     Curves,
     IdentificationSettings,
     ablation,
+    calibrate_size,
     failure_summary,
     identification,
-    identification_searches,
-    summarise_searches,
     verification,
 )
-from watchkeeper.models.registry import CalibratedThreshold, ModelRegistry, save_calibration
+from watchkeeper.models.registry import Calibration, ModelRegistry, save_calibration
 from watchkeeper.vision.detection import create_detector
 
 CACHE_FILE = "eval-embeddings.sqlite3"
@@ -54,6 +53,10 @@ WorkersOption = Annotated[
 NoCacheOption = Annotated[
     bool, typer.Option("--no-cache", help="Neither read nor write the embedding cache.")
 ]
+CorrectionsOption = Annotated[
+    Path | None,
+    typer.Option(help="Label corrections for the dataset (see docs/lfw-dev-corrections.txt)."),
+]
 
 
 def _never_enrolled(value: str) -> int | None:
@@ -65,9 +68,14 @@ def _never_enrolled(value: str) -> int | None:
 
 
 def _embed(
-    settings: Settings, dataset_path: Path, use_cache: bool, workers: int | None, label: str
+    settings: Settings,
+    dataset_path: Path,
+    corrections: Path | None,
+    use_cache: bool,
+    workers: int | None,
+    label: str,
 ) -> DatasetEmbeddings:
-    dataset = scan_dataset(dataset_path)
+    dataset = scan_dataset(dataset_path, corrections)
     cache = EmbeddingCache(settings.cache_dir / CACHE_FILE) if use_cache else None
     try:
         with Progress(
@@ -111,6 +119,14 @@ def evaluate(
             help="Also run dlib's own recipe (HOG, 5-point chip) and show each step's effect.",
         ),
     ] = False,
+    corrections: CorrectionsOption = None,
+    ignore_quality_gate: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-quality-gate",
+            help="Use every detected face, as published LFW figures do (not how Watchkeeper runs).",
+        ),
+    ] = False,
     workers: WorkersOption = None,
     no_cache: NoCacheOption = False,
 ) -> None:
@@ -123,7 +139,11 @@ def evaluate(
         protocol = IdentificationSettings(never_enrolled=_never_enrolled(never_enrolled), seed=seed)
         pair_list = read_pairs(pairs) if pairs is not None else None
         detector = create_detector(settings.detection, registry).name
-        embeddings = _embed(settings, dataset, not no_cache, workers, "embedding images")
+        embeddings = _embed(
+            settings, dataset, corrections, not no_cache, workers, "embedding images"
+        )
+        if ignore_quality_gate:
+            embeddings = embeddings.without_quality_gate()
         vectors = embeddings.vectors(spec.flip_average)
         curves = Curves()
         result: dict[str, Any] = {
@@ -134,6 +154,11 @@ def evaluate(
             "flip": spec.flip_average,
             "images": len(embeddings.failures),
             "identities": len(embeddings.identities),
+            "corrections": {
+                "file": str(corrections) if corrections else None,
+                "images_changed": embeddings.dataset.corrections,
+            },
+            "quality_gate": not ignore_quality_gate,
             "failure_to_acquire": failure_summary(embeddings),
             "verification": verification(embeddings, vectors, pair_list, curves),
             "identification": identification(embeddings, vectors, protocol, curves),
@@ -142,7 +167,11 @@ def evaluate(
             hog = settings.model_copy(
                 update={"detection": settings.detection.model_copy(update={"backend": "hog"})}
             )
-            baseline = _embed(hog, dataset, not no_cache, workers, "embedding images (HOG)")
+            baseline = _embed(
+                hog, dataset, corrections, not no_cache, workers, "embedding images (HOG)"
+            )
+            if ignore_quality_gate:
+                baseline = baseline.without_quality_gate()
             result["ablation"] = ablation(embeddings, baseline, protocol)
     except (WatchkeeperError, ValueError) as exc:
         error = exc if isinstance(exc, WatchkeeperError) else ConfigError(str(exc))
@@ -213,76 +242,93 @@ def calibrate(
     ctx: typer.Context,
     dataset: DatasetArgument,
     fpir: Annotated[float, typer.Option(help="Target false-positive identification rate.")],
-    watchlist_size: Annotated[int, typer.Option(help="People on the watchlist.")],
+    watchlist_size: Annotated[
+        list[int], typer.Option(help="People on the watchlist; repeat for several sizes.")
+    ],
     photos: Annotated[int, typer.Option(help="Enrolment photos per person (at most).")] = 1,
+    draws: Annotated[
+        int,
+        typer.Option(help="Random watchlists per size; the median threshold is kept.", min=1),
+    ] = 5,
     model: ModelOption = None,
     never_enrolled: NeverEnrolledOption = "1000",
     seed: SeedOption = 0,
+    corrections: CorrectionsOption = None,
     save: Annotated[
-        bool, typer.Option("--save", help="Store the threshold as the model's default.")
+        bool, typer.Option("--save", help="Store the thresholds as the model's calibration.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
     workers: WorkersOption = None,
     no_cache: NoCacheOption = False,
 ) -> None:
-    """Find the threshold that gives a target FPIR for a watchlist size."""
+    """Find the thresholds that give a target FPIR at given watchlist sizes."""
     try:
         if not 0 < fpir < 1:
             raise ConfigError("--fpir must lie between 0 and 1")
         settings = ctx.obj.settings(**({"embedder": model} if model else {}))
         registry = ModelRegistry(settings.models_dir)
         spec = registry.spec(settings.embedder)
-        protocol = IdentificationSettings(never_enrolled=_never_enrolled(never_enrolled), seed=seed)
-        embeddings = _embed(settings, dataset, not no_cache, workers, "embedding images")
-        searches = identification_searches(
-            embeddings, embeddings.vectors(spec.flip_average), watchlist_size, photos, protocol
+        strangers = _never_enrolled(never_enrolled)
+        embeddings = _embed(
+            settings, dataset, corrections, not no_cache, workers, "embedding images"
         )
+        vectors = embeddings.vectors(spec.flip_average)
+        rows = [
+            calibrate_size(embeddings, vectors, size, photos, fpir, draws, strangers, seed)
+            for size in sorted(set(watchlist_size))
+        ]
     except (WatchkeeperError, ValueError) as exc:
         error = exc if isinstance(exc, WatchkeeperError) else ConfigError(str(exc))
         raise fail(error) from None
-    enrolled = len(set(searches.mated_owner.tolist()))
-    threshold = searches.threshold_at_fpir(fpir)
-    summary = summarise_searches(searches, protocol.bootstrap, seed)
-    result = {
+    result: dict[str, Any] = {
         "model": spec.model_id,
-        "threshold": round(threshold, 6),
         "fpir": fpir,
-        "achieved_fpir": round(searches.fpir(threshold), 6),
-        "fnir": round(searches.fnir(threshold), 6),
-        "watchlist_size": watchlist_size,
-        "enrolled_people_searched": enrolled,
         "gallery_photos": photos,
-        "mated_searches": summary["mated_searches"],
-        "nonmated_searches": summary["nonmated_searches"],
+        "draws": draws,
         "dataset": str(dataset),
+        "corrections": str(corrections) if corrections else None,
+        "never_enrolled": never_enrolled,
         "seed": seed,
         "date": datetime.date.today().isoformat(),
+        "sizes": rows,
     }
-    if enrolled < watchlist_size:
-        stderr.print(
-            f"warning: only {enrolled} people could be enrolled, not {watchlist_size}",
-            highlight=False,
-        )
+    for row in rows:
+        if row["enrolled"] < row["watchlist_size"]:
+            stderr.print(
+                f"warning: only {row['enrolled']} people could be enrolled, not "
+                f"{row['watchlist_size']}",
+                highlight=False,
+            )
     if save:
+        figures = "; ".join(
+            f"{r['watchlist_size']}: {r['threshold']:.4f} (FNIR {r['fnir']:.3f})" for r in rows
+        )
         provenance = (
-            f"watchkeeper calibrate on {dataset} ({result['date']}): FPIR {fpir:g} at a "
-            f"{watchlist_size}-person watchlist, {photos} enrolment photo(s) each, "
-            f"{result['nonmated_searches']} searches by never-enrolled people, seed {seed}; "
-            f"achieved FPIR {result['achieved_fpir']:g}, FNIR {result['fnir']:.3f}"
+            f"watchkeeper calibrate on {dataset}"
+            + (f" with corrections {corrections}" if corrections else "")
+            + f", {result['date']}: FPIR {fpir:g}, {photos} enrolment photo(s) per person, "
+            f"median of {draws} seeded watchlists per size (seed {seed}), "
+            f"{rows[0]['nonmated_searches']} searches by never-enrolled people. "
+            f"Size: threshold (FNIR): {figures}"
         )
         path = save_calibration(
             settings.models_dir,
             spec.name,
-            CalibratedThreshold(value=result["threshold"], provenance=provenance),
+            Calibration(
+                fpir=fpir,
+                thresholds={r["watchlist_size"]: r["threshold"] for r in rows},
+                provenance=provenance,
+            ),
         )
         result["saved_to"] = str(path)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
-    sys.stdout.write(
-        f"threshold {result['threshold']:.6f} for FPIR {fpir:g} at a {watchlist_size}-person "
-        f"watchlist: achieved FPIR {result['achieved_fpir']:g} over "
-        f"{result['nonmated_searches']} strangers' searches, FNIR {result['fnir']:.3f}\n"
-    )
+    for row in rows:
+        sys.stdout.write(
+            f"watchlist {row['watchlist_size']:>5}: threshold {row['threshold']:.6f} "
+            f"(draws {row['threshold_min']:.4f}-{row['threshold_max']:.4f}), "
+            f"FNIR {row['fnir']:.3f} at FPIR {fpir:g}\n"
+        )
     if save:
-        sys.stdout.write(f"saved as {spec.name}'s default in {result['saved_to']}\n")
+        sys.stdout.write(f"saved as {spec.name}'s calibration in {result['saved_to']}\n")

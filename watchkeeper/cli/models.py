@@ -43,9 +43,7 @@ def models_list(
                 "path": str(s.path) if s.path else None,
                 "present": s.present,
                 "verified": s.verified,
-                "default_threshold": s.spec.default_threshold.model_dump()
-                if s.spec.default_threshold
-                else None,
+                "calibration": s.spec.calibration.model_dump() if s.spec.calibration else None,
             }
             for s in statuses
         ]

@@ -138,12 +138,14 @@ def scan(
         registry = ModelRegistry(settings.models_dir)
         face_detector = create_detector(settings.detection, registry)
         face_embedder = create_embedder(settings.embedder, registry)
-        match_threshold = resolve_threshold(settings, registry)
         SourceSpec.parse(source)  # a missing file fails before the watchlist is enrolled
         with stderr.status("enrolling watchlist photos", spinner="dots"):
             watchlist_data = load_watchlist_folder(
                 watchlist, face_detector, face_embedder, settings.quality
             )
+        match_threshold = resolve_threshold(
+            settings, registry, len(watchlist_data.gallery.subjects)
+        )
         # Opened last, so that a live stream starts when analysis can keep up with it.
         frame_source = open_source(source, settings.video)
     except WatchkeeperError as exc:

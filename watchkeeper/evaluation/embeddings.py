@@ -24,7 +24,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +33,13 @@ from watchkeeper.config import Settings
 from watchkeeper.errors import ImageError
 from watchkeeper.evaluation.dataset import Dataset
 from watchkeeper.models.registry import ModelRegistry
-from watchkeeper.vision.alignment import ALIGNMENT_VERSION
+from watchkeeper.vision.alignment import ALIGNMENT_VERSION, align
 from watchkeeper.vision.detection import FaceDetector, create_detector
 from watchkeeper.vision.embedding import FaceEmbedder, create_embedder, flip_average, mirror
 from watchkeeper.vision.images import decode_image
 from watchkeeper.vision.quality import gate
 
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2
 
 Progress = Callable[[int, int], None]
 """Called with (images done, images in all)."""
@@ -47,7 +47,11 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class ImageResult:
-    """One image through the pipeline: raw vectors, or why there are none."""
+    """One image through the pipeline: raw vectors and, when it failed, why.
+
+    A face refused by the quality gate has vectors and a failure; an image
+    without a face (or unreadable) has no vectors.
+    """
 
     plain: np.ndarray | None
     mirrored: np.ndarray | None
@@ -81,10 +85,13 @@ def central_face_result(
     centre = np.array([image.shape[1], image.shape[0]]) / 2
     face = min(faces, key=lambda f: float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre)))
     report, chip = gate(image, face, embedder.layout, settings.quality)
-    if not report.kept or chip is None:
-        return ImageResult(None, None, report.score, "; ".join(report.reasons))
+    if chip is None:
+        chip = align(image, face, embedder.layout)
+    # Refused faces are embedded too, so that a run that bypasses the quality
+    # gate (to compare with published LFW figures) needs no second pass.
     plain, mirrored = embedder.embed_raw([chip, mirror(chip)])
-    return ImageResult(plain, mirrored, report.score, None)
+    failure = None if report.kept else "; ".join(report.reasons)
+    return ImageResult(plain, mirrored, report.score, failure)
 
 
 class EmbeddingCache:
@@ -153,10 +160,18 @@ class DatasetEmbeddings:
     failures: tuple[str | None, ...]
     cached: int
     """Images whose vectors came from the cache."""
+    quality_gate: bool = True
+    """False counts faces the quality gate refused as acquired (LFW-style figures)."""
 
     @property
     def acquired(self) -> np.ndarray:
-        return np.array([failure is None for failure in self.failures])
+        if self.quality_gate:
+            return np.array([failure is None for failure in self.failures])
+        return np.linalg.norm(self.plain, axis=1) > 0
+
+    def without_quality_gate(self) -> DatasetEmbeddings:
+        """The same images, with every face that was found counted as usable."""
+        return replace(self, quality_gate=False)
 
     @property
     def failure_to_acquire(self) -> float:
@@ -209,6 +224,10 @@ def embed_dataset(
     processes (default: one per core)."""
     registry = ModelRegistry(settings.models_dir)
     detector_name = create_detector(settings.detection, registry).name
+    # 'auto' resolved, so that the fingerprint names the detector actually used.
+    settings = settings.model_copy(
+        update={"detection": settings.detection.model_copy(update={"backend": detector_name})}
+    )
     pipeline = fingerprint(settings, registry, detector_name)
     embedder_spec = registry.spec(settings.embedder)
     keys = [hashlib.sha256(image.path.read_bytes()).hexdigest() for image in dataset.images]
@@ -220,10 +239,7 @@ def embed_dataset(
     done = cached
     if progress is not None:
         progress(done, len(results))
-    pinned = settings.model_copy(
-        update={"detection": settings.detection.model_copy(update={"backend": detector_name})}
-    )
-    for index, result in zip(missing, _compute(dataset, missing, pinned, workers), strict=True):
+    for index, result in zip(missing, _compute(dataset, missing, settings, workers), strict=True):
         results[index] = result
         if cache is not None:
             cache.put(keys[index], pipeline, result)

@@ -57,6 +57,16 @@ class Curve:
     true_rate: np.ndarray
     """TAR (verification) or 1 - FNIR (identification) at each threshold."""
 
+    def thinned(self, points: int = 2000) -> Curve:
+        """At most about ``points`` points, spread evenly over log(false rate), for plots."""
+        if len(self.thresholds) <= points:
+            return self
+        positive = np.maximum(self.false_rate, 1e-12)
+        grid = np.geomspace(positive.min(), positive.max(), points)
+        keep = np.unique(np.r_[0, np.searchsorted(positive, grid), len(positive) - 1])
+        keep = keep[keep < len(positive)]
+        return Curve(self.thresholds[keep], self.false_rate[keep], self.true_rate[keep])
+
 
 def roc_curve(genuine: np.ndarray, impostor: np.ndarray) -> Curve:
     """FAR and TAR at every distinct score used as the threshold."""

@@ -148,31 +148,70 @@ def build_watchlist(
     return Watchlist(tuple(identities), tuple(gallery), tuple(sorted(probes)))
 
 
-def search(
-    embeddings: DatasetEmbeddings,
-    vectors: np.ndarray,
-    watchlist: Watchlist,
-    strangers: tuple[int, ...],
-) -> Searches:
-    """Every probe of the watchlist's people and every image of ``strangers``, searched
-    against the watchlist's gallery (the engine's own :class:`Gallery`)."""
+def watchlist_gallery(
+    embeddings: DatasetEmbeddings, vectors: np.ndarray, watchlist: Watchlist
+) -> Gallery:
+    """The engine's own :class:`Gallery` for a watchlist.
+
+    Enrolment photos this pipeline could not use leave their person with
+    fewer templates, or none (then every search by that person is a miss).
+    """
     names = embeddings.identities
     acquired = embeddings.acquired
-    # Enrolment photos this pipeline could not use leave their person with fewer
-    # templates, or none (then every search by that person is a miss).
     enrolment = [
         (names[identity], row)
         for identity, images in zip(watchlist.identities, watchlist.gallery, strict=True)
         for row in images
         if acquired[row]
     ]
-    gallery = Gallery(
+    return Gallery(
         embeddings.model_id, vectors[[row for _, row in enrolment]], [n for n, _ in enrolment]
     )
+
+
+@dataclass(frozen=True)
+class CohortNormaliser:
+    """Adaptive symmetric score normalisation (AS-norm) against a cohort of strangers.
+
+    Each score is restated as how far it stands above the ``top`` best cohort
+    scores of the gallery subject and of the probe, averaged. Evaluation
+    only: Watchkeeper does not ship a cohort of other people's faces.
+    """
+
+    cohort: np.ndarray
+    """(C, D) unit vectors of people in neither the watchlist nor the searches."""
+    top: int = 200
+
+    def __call__(
+        self, gallery: Gallery, probes: np.ndarray, subject_scores: np.ndarray
+    ) -> np.ndarray:
+        cohort_scores = gallery.subject_scores(Embeddings(gallery.model_id, self.cohort))
+        subject_top = np.sort(cohort_scores, axis=0)[-self.top :]
+        probe_top = np.sort(probes @ self.cohort.T, axis=1)[:, -self.top :]
+        by_subject = (subject_scores - subject_top.mean(axis=0)) / subject_top.std(axis=0)
+        by_probe = (subject_scores - probe_top.mean(axis=1, keepdims=True)) / probe_top.std(
+            axis=1, keepdims=True
+        )
+        return (by_subject + by_probe) / 2
+
+
+def search(
+    embeddings: DatasetEmbeddings,
+    vectors: np.ndarray,
+    watchlist: Watchlist,
+    strangers: tuple[int, ...],
+    normaliser: CohortNormaliser | None = None,
+) -> Searches:
+    """Every probe image of the watchlist's people and every image of ``strangers``,
+    searched one by one against the watchlist."""
+    names = embeddings.identities
+    acquired = embeddings.acquired
+    gallery = watchlist_gallery(embeddings, vectors, watchlist)
     column = {name: k for k, name in enumerate(gallery.subjects)}
 
     def scores(images: np.ndarray) -> np.ndarray:
-        return gallery.subject_scores(Embeddings(embeddings.model_id, vectors[images]))
+        raw = gallery.subject_scores(Embeddings(embeddings.model_id, vectors[images]))
+        return raw if normaliser is None else normaliser(gallery, vectors[images], raw)
 
     mated = np.array(watchlist.probes, int)
     own = np.array([column.get(names[embeddings.owner[i]], -1) for i in mated], int)
@@ -188,4 +227,40 @@ def search(
         mated_owner=embeddings.owner[mated],
         nonmated_top=top,
         nonmated_owner=embeddings.owner[nonmated],
+    )
+
+
+def fused_search(
+    embeddings: DatasetEmbeddings,
+    vectors: np.ndarray,
+    watchlist: Watchlist,
+    mated: list[tuple[int, ...]],
+    nonmated: list[tuple[int, ...]],
+) -> Searches:
+    """Searches made of several images of one person each, like a track's best shots,
+    decided by the engine's own quality-weighted fusion (:meth:`Gallery.decide`)."""
+    gallery = watchlist_gallery(embeddings, vectors, watchlist)
+    acquired = embeddings.acquired
+
+    def decide(group: tuple[int, ...]) -> tuple[str | None, float]:
+        usable = [i for i in group if acquired[i]]
+        if not usable:
+            return None, FAILED
+        decision = gallery.decide(
+            Embeddings(embeddings.model_id, vectors[usable]),
+            embeddings.quality[usable],
+            threshold=np.inf,
+            top_k=1,
+        )
+        return decision.candidates[0].subject, decision.score
+
+    names = embeddings.identities
+    mated_results = [decide(group) for group in mated]
+    own = [names[embeddings.owner[group[0]]] for group in mated]
+    return Searches(
+        mated_score=np.array([score for _, score in mated_results]),
+        mated_rank1=np.array([best == o for (best, _), o in zip(mated_results, own, strict=True)]),
+        mated_owner=np.array([embeddings.owner[group[0]] for group in mated]),
+        nonmated_top=np.array([decide(group)[1] for group in nonmated]),
+        nonmated_owner=np.array([embeddings.owner[group[0]] for group in nonmated]),
     )

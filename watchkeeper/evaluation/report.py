@@ -6,14 +6,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from watchkeeper.evaluation.metrics import RATE_KEYS, Curve
 from watchkeeper.evaluation.runner import Curves
+
+
+def _pyplot() -> Any:
+    """matplotlib, imported only when a report is drawn: importing it writes a font
+    cache, which commands such as `scan` must not do."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _percent(value: float) -> str:
@@ -26,6 +33,7 @@ def _log_axis_floor(*curves: Curve) -> float:
 
 
 def plot_roc(curve: Curve, path: Path) -> None:
+    plt = _pyplot()
     figure, (roc, det) = plt.subplots(1, 2, figsize=(11, 4.5))
     floor = _log_axis_floor(curve)
     far = np.maximum(curve.false_rate, floor)
@@ -54,6 +62,7 @@ def plot_roc(curve: Curve, path: Path) -> None:
 
 
 def plot_identification(curves: dict[str, Curve], path: Path) -> None:
+    plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 5))
     floor = _log_axis_floor(*curves.values())
     for label, curve in curves.items():
@@ -74,13 +83,53 @@ def plot_identification(curves: dict[str, Curve], path: Path) -> None:
     plt.close(figure)
 
 
+FOOTFALLS = (500, 2_000, 10_000)
+"""People passing a camera per day, for the false-alert table."""
+
+
+def shop_terms(rows: list[dict[str, Any]]) -> list[str]:
+    """What the 1-photo rows mean for a shop: false alerts per day and misses."""
+    lines = [
+        "### In a shop",
+        "",
+        "Each person who walks past a camera is one search. At the threshold for a "
+        "given FPIR, a day with F visitors who are on no watchlist brings about F x FPIR "
+        "false alerts (each one a candidate for two reviewers, never an action), and the "
+        "share of watchlist subjects who pass unflagged is the FNIR.",
+        "",
+        "| watchlist | FPIR | "
+        + " | ".join(f"false alerts/day at {f:,} visitors" for f in FOOTFALLS)
+        + " | subjects missed |",
+        "| --- | --- | " + " | ".join("---" for _ in FOOTFALLS) + " | --- |",
+    ]
+    for row in rows:
+        if row["gallery_photos"] != 1:
+            continue
+        for key in ("1e-2", "1e-3"):
+            rate = RATE_KEYS[key]
+            alerts = " | ".join(f"{f * rate:g}" for f in FOOTFALLS)
+            lines.append(
+                f"| {row['watchlist_size']} | {key} | {alerts} | "
+                f"{_percent(row['fnir_at_fpir'][key])} |"
+            )
+    lines.append("")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Accuracy of {result['model']} on {result['dataset']}",
         "",
         f"Measured {result['date']} with Watchkeeper's own pipeline: detector "
         f"`{result['detector']}`, flip averaging {'on' if result['flip'] else 'off'}, "
-        f"{result['images']} images of {result['identities']} people.",
+        f"quality gate {'on' if result['quality_gate'] else 'off (every detected face used)'}, "
+        f"{result['images']} images of {result['identities']} people"
+        + (
+            f" after {result['corrections']['images_changed']} label corrections from "
+            f"`{result['corrections']['file']}`."
+            if result["corrections"]["file"]
+            else "."
+        ),
         "",
         "## Failure to acquire",
         "",
@@ -155,18 +204,22 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "![Open-set identification](identification.png)",
         "",
+        *shop_terms(ident["by_watchlist"]),
     ]
     if result.get("ablation"):
         lines += [
             "## What moves the numbers",
             "",
-            f"One change at a time, on the protocol of {result['ablation'][0]['protocol']}.",
+            "One change at a time, on the same people and photos. The track-like rows "
+            "search with several images of one person at once, fused by quality as the "
+            "engine fuses a track's best shots; their strangers are people who have "
+            "several images.",
             "",
-            "| step | FNIR @ FPIR 1e-2 | FNIR @ 1e-3 | rank-1 |",
-            "| --- | --- | --- | --- |",
+            "| step | protocol | FNIR @ FPIR 1e-2 | FNIR @ 1e-3 (95% interval) | rank-1 |",
+            "| --- | --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {step['step']} | {_percent(step['fnir_at_fpir']['1e-2'])} | "
+            f"| {step['step']} | {step['protocol']} | {_percent(step['fnir_at_fpir']['1e-2'])} | "
             f"{_percent(step['fnir_at_fpir']['1e-3'])} "
             f"({_percent(step['fnir_at_fpir_ci95']['1e-3'][0])}-"
             f"{_percent(step['fnir_at_fpir_ci95']['1e-3'][1])}) | {_percent(step['rank1'])} |"

@@ -27,8 +27,10 @@ from watchkeeper.evaluation.metrics import (
 from watchkeeper.evaluation.pairs import Pair
 from watchkeeper.evaluation.protocols import (
     FAILED,
+    CohortNormaliser,
     all_pairs_scores,
     build_watchlist,
+    fused_search,
     pairs_file_scores,
     search,
     split_identities,
@@ -59,12 +61,14 @@ class Curves:
 
 
 def failure_summary(embeddings: DatasetEmbeddings) -> dict[str, Any]:
+    """Images without a usable face, by reason (the first words of each)."""
     reasons: dict[str, int] = {}
-    for failure in embeddings.failures:
-        if failure is not None:
+    acquired = embeddings.acquired
+    for failure, ok in zip(embeddings.failures, acquired, strict=True):
+        if not ok and failure is not None:
             key = failure.split(":")[0]
             reasons[key] = reasons.get(key, 0) + 1
-    failed = int((~embeddings.acquired).sum())
+    failed = int((~acquired).sum())
     return {
         "images": len(embeddings.failures),
         "failed": failed,
@@ -83,7 +87,7 @@ def verification(
     scores = all_pairs_scores(embeddings, vectors)
     thresholds = {key: threshold_for_rate(scores.impostor, rate) for key, rate in RATE_KEYS.items()}
     eer, eer_threshold = equal_error_rate(scores.genuine, scores.impostor)
-    curves.roc = roc_curve(scores.genuine, scores.impostor)
+    curves.roc = roc_curve(scores.genuine, scores.impostor).thinned()
     result: dict[str, Any] = {
         "genuine_pairs": len(scores.genuine),
         "impostor_pairs": len(scores.impostor),
@@ -171,7 +175,7 @@ def identification(
             row = {"watchlist_size": size, "gallery_photos": photos}
             row.update(summarise_searches(searches, settings.bootstrap, settings.seed))
             rows.append(row)
-            curves.identification[f"{size} people, {photos} photo(s)"] = searches.curve()
+            curves.identification[f"{size} people, {photos} photo(s)"] = searches.curve().thinned()
     headline_size = min(HEADLINE_SIZE, enrolled)
     headline = next(
         r for r in rows if r["watchlist_size"] == headline_size and r["gallery_photos"] == 1
@@ -191,6 +195,9 @@ def identification(
 
 ABLATION_SIZE = 400
 """The watchlist size of the step-by-step comparison (about 400 enrolled people)."""
+COHORT_TOP = 200
+SHOTS = 3
+"""Images fused per search in the track-like comparison."""
 
 
 def ablation(
@@ -203,22 +210,101 @@ def ablation(
     ``baseline`` is the dataset through dlib's own recipe (HOG detection,
     5-point chip); ``reference`` through Watchkeeper's default pipeline.
     """
-    enrolled = len(split_identities(reference, settings.never_enrolled, settings.seed).enrolled)
-    size = min(ABLATION_SIZE, enrolled)
-    strangers = settings.never_enrolled or "all other"
-    protocol = f"a {size}-person watchlist and {strangers} never-enrolled people"
-    steps = [
-        ("dlib recipe: HOG detection, 5-point chip, 1 photo", baseline, False, 1),
-        ("YuNet detection and landmarks", reference, False, 1),
-        ("+ flip averaging", reference, True, 1),
-        ("+ up to 3 enrolment photos", reference, True, 3),
+    split = split_identities(reference, settings.never_enrolled, settings.seed)
+    size = min(ABLATION_SIZE, len(split.enrolled))
+    on_list = split.enrolled[:size]
+    one_photo = build_watchlist(reference, on_list, 1, settings.seed)
+    three_photos = build_watchlist(reference, on_list, 3, settings.seed)
+    strangers = split.never_enrolled
+    protocol = f"a {size}-person watchlist, {len(strangers)} never-enrolled people"
+    flipped = reference.vectors(flip=True)
+    outside = np.isin(reference.owner, [*on_list, *strangers]) | ~reference.acquired
+    normaliser = CohortNormaliser(flipped[~outside], top=COHORT_TOP)
+    steps: list[tuple[str, Searches]] = [
+        (
+            "dlib recipe: HOG detection, 5-point chip, 1 photo",
+            search(baseline, baseline.vectors(flip=False), one_photo, strangers),
+        ),
+        (
+            "YuNet detection and landmarks",
+            search(reference, reference.vectors(flip=False), one_photo, strangers),
+        ),
+        ("+ flip averaging", search(reference, flipped, one_photo, strangers)),
+        (
+            f"+ score normalisation against a cohort of {int((~outside).sum())} other "
+            f"people's images (AS-norm, top {COHORT_TOP}; not adopted)",
+            search(reference, flipped, one_photo, strangers, normaliser),
+        ),
+        (
+            "+ up to 3 enrolment photos (instead)",
+            search(reference, flipped, three_photos, strangers),
+        ),
+    ]
+    # Track-like searches: several shots of one person, fused by quality. The
+    # strangers here are enrollable people left off this watchlist, who have
+    # several images (the never-enrolled mostly have one).
+    mated = _groups(reference, one_photo.probes, on_list)
+    others = _groups(reference, tuple(np.flatnonzero(reference.acquired)), split.enrolled[size:])
+    single = fused_search(
+        reference, flipped, one_photo, [g[:1] for g in mated], [g[:1] for g in others]
+    )
+    fused = fused_search(reference, flipped, one_photo, mated, others)
+    track_protocol = (
+        f"a {size}-person watchlist, 1 photo each; {len(others)} people off the watchlist"
+    )
+    steps_rows = [(name, searches, protocol) for name, searches in steps]
+    steps_rows += [
+        ("track-like: 1 shot per search", single, track_protocol),
+        (f"track-like: up to {SHOTS} shots fused by quality", fused, track_protocol),
     ]
     rows = []
-    for name, embeddings, flip, photos in steps:
-        searches = identification_searches(
-            embeddings, embeddings.vectors(flip), size, photos, settings, reference
-        )
-        row = {"step": name, "protocol": protocol, "watchlist_size": size}
+    for name, searches, described in steps_rows:
+        row = {"step": name, "protocol": described, "watchlist_size": size}
         row.update(summarise_searches(searches, settings.bootstrap, settings.seed))
         rows.append(row)
     return rows
+
+
+def _groups(
+    embeddings: DatasetEmbeddings, images: tuple[int, ...], people: tuple[int, ...]
+) -> list[tuple[int, ...]]:
+    """For each person with at least one usable image among ``images``, their first
+    few (up to SHOTS)."""
+    chosen = np.array(images, int)
+    groups = []
+    for person in people:
+        own = [int(i) for i in chosen[embeddings.owner[chosen] == person]]
+        if own:
+            groups.append(tuple(own[:SHOTS]))
+    return groups
+
+
+def calibrate_size(
+    embeddings: DatasetEmbeddings,
+    vectors: np.ndarray,
+    size: int,
+    photos: int,
+    fpir: float,
+    draws: int,
+    never_enrolled: int | None,
+    seed: int,
+) -> dict[str, Any]:
+    """The median over ``draws`` seeded watchlists of the threshold for ``fpir``."""
+    thresholds, misses, enrolled, strangers = [], [], 0, 0
+    for draw in range(draws):
+        protocol = IdentificationSettings(never_enrolled=never_enrolled, seed=seed + draw)
+        searches = identification_searches(embeddings, vectors, size, photos, protocol)
+        threshold = searches.threshold_at_fpir(fpir)
+        thresholds.append(threshold)
+        misses.append(searches.fnir(threshold))
+        enrolled = len(set(searches.mated_owner.tolist()))
+        strangers = len(searches.nonmated_top)
+    return {
+        "watchlist_size": size,
+        "threshold": round(float(np.median(thresholds)), 6),
+        "threshold_min": round(min(thresholds), 6),
+        "threshold_max": round(max(thresholds), 6),
+        "fnir": round(float(np.median(misses)), 6),
+        "enrolled": enrolled,
+        "nonmated_searches": strangers,
+    }

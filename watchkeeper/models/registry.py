@@ -19,13 +19,22 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from watchkeeper.errors import ModelError
 
@@ -40,13 +49,36 @@ class ModelRole(StrEnum):
     IDENTITY_EMBEDDER = "identity-embedder"
 
 
-class CalibratedThreshold(BaseModel):
-    """A decision threshold with the measurement it comes from."""
+class Calibration(BaseModel):
+    """Thresholds that hold a target false-positive identification rate.
+
+    The share of strangers who raise an alert grows with the watchlist: each
+    extra entry is one more chance of a close stranger. So the threshold that
+    keeps FPIR at its target rises with the watchlist size; it is measured at
+    a few sizes and interpolated in log(size) between them (clamped beyond).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    value: float = Field(description="Cosine similarity at or above which a track matches.")
+    fpir: float = Field(gt=0, lt=1, description="Target share of strangers who raise an alert.")
+    thresholds: dict[int, float] = Field(
+        description="Cosine threshold by watchlist size (people enrolled)."
+    )
     provenance: str = Field(description="Dataset, protocol, date and figures it was set from.")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _at_least_one_size(cls, value: dict[int, float]) -> dict[int, float]:
+        if not value or min(value) < 1:
+            raise ValueError("need thresholds for one or more watchlist sizes of at least 1")
+        return dict(sorted(value.items()))
+
+    def threshold_for(self, watchlist_size: int) -> float:
+        """The threshold for a watchlist of ``watchlist_size`` people."""
+        sizes = list(self.thresholds)
+        values = [self.thresholds[size] for size in sizes]
+        position = math.log(max(watchlist_size, 1))
+        return float(np.interp(position, [math.log(size) for size in sizes], values))
 
 
 class InputConvention(BaseModel):
@@ -85,13 +117,15 @@ class ModelSpec(BaseModel):
         description="Average each face's vector with its mirror image's (twice the "
         "embedding cost; part of the model's vector space, so thresholds assume it).",
     )
-    default_threshold: CalibratedThreshold | None = None
+    calibration: Calibration | None = Field(
+        None, description="Identity embedders: thresholds measured for a target FPIR."
+    )
     description: str = ""
 
     @model_validator(mode="after")
     def _embedder_fields_only_on_embedders(self) -> ModelSpec:
         is_embedder = self.role is ModelRole.IDENTITY_EMBEDDER
-        for field in ("embedding_dim", "input_convention", "default_threshold", "flip_average"):
+        for field in ("embedding_dim", "input_convention", "calibration", "flip_average"):
             if getattr(self, field) not in (None, False) and not is_embedder:
                 raise ValueError(f"{field} applies to identity embedders only")
         return self
@@ -146,16 +180,17 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         url="https://github.com/ageitgey/face_recognition_models/raw/master/"
         "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
         embedding_dim=128,
-        default_threshold=CalibratedThreshold(
-            value=0.94,
-            provenance="provisional, measured 2026-11-23 on the LFW development part "
-            "(shared/eval/data/lfw-deepfunneled): YuNet detection and alignment, one "
-            "enrolment photo per identity, 100-identity watchlists drawn 20 times from 400 "
-            "enrolled identities, 1,000 never-enrolled identities as single-photo probes. "
-            "At 0.94: FPIR 0.8% and FNIR 18% for 100 identities; FPIR 2.6% for 400. "
-            "FPIR 1e-3 would need 0.951 (100) or 0.954 (400) and miss 40-50% of "
-            "enrolled people. dlib's customary distance 0.6 is cosine 0.91 here, "
-            "where most strangers match.",
+        flip_average=True,
+        calibration=Calibration(
+            fpir=1e-3,
+            thresholds={10: 0.942298, 30: 0.949172, 100: 0.951199, 300: 0.955693, 1000: 0.959086},
+            provenance="watchkeeper calibrate on the LFW development part "
+            "(shared/eval/data/lfw-deepfunneled) with corrections docs/lfw-dev-corrections.txt, "
+            "2026-11-23: FPIR 0.001, 1 enrolment photo(s) per person, median of 9 seeded "
+            "watchlists per size (seed 0), 3046 searches by never-enrolled people, YuNet "
+            "detection, flip averaging. Size: threshold (FNIR): 10: 0.9423 (FNIR 0.205); "
+            "30: 0.9492 (FNIR 0.248); 100: 0.9512 (FNIR 0.343); 300: 0.9557 (FNIR 0.465); "
+            "1000: 0.9591 (FNIR 0.574)",
         ),
         description="dlib ResNet-29 identity embedder, 128-d, 150x150 chip.",
     ),
@@ -242,26 +277,27 @@ def load_user_specs(models_dir: Path) -> tuple[ModelSpec, ...]:
 CALIBRATION_FILE = "calibration.toml"
 
 
-def load_calibrations(models_dir: Path) -> dict[str, CalibratedThreshold]:
-    """Thresholds stored by `watchkeeper calibrate --save`, by model name."""
+def load_calibrations(models_dir: Path) -> dict[str, Calibration]:
+    """Calibrations stored by `watchkeeper calibrate --save`, by model name."""
     path = models_dir / CALIBRATION_FILE
     if not path.is_file():
         return {}
     try:
         table = tomllib.loads(path.read_text("utf-8"))
-        return {name: CalibratedThreshold.model_validate(entry) for name, entry in table.items()}
+        return {name: Calibration.model_validate(entry) for name, entry in table.items()}
     except (tomllib.TOMLDecodeError, ValidationError, AttributeError) as exc:
         raise ModelError(f"{path} is not a valid calibration file: {exc}") from exc
 
 
-def save_calibration(models_dir: Path, name: str, threshold: CalibratedThreshold) -> Path:
-    """Store ``threshold`` as model ``name``'s default, keeping other models' entries."""
+def save_calibration(models_dir: Path, name: str, calibration: Calibration) -> Path:
+    """Store ``calibration`` for model ``name``, keeping other models' entries."""
     entries = load_calibrations(models_dir)
-    entries[name] = threshold
+    entries[name] = calibration
     lines = []
     for model, entry in sorted(entries.items()):
-        lines += [f"[{json.dumps(model)}]", f"value = {entry.value!r}"]
-        lines += [f"provenance = {json.dumps(entry.provenance)}", ""]
+        sizes = ", ".join(f'"{size}" = {value!r}' for size, value in entry.thresholds.items())
+        lines += [f"[{json.dumps(model)}]", f"fpir = {entry.fpir!r}"]
+        lines += [f"thresholds = {{ {sizes} }}", f"provenance = {json.dumps(entry.provenance)}", ""]
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / CALIBRATION_FILE
     partial = path.with_suffix(".toml.part")
@@ -273,8 +309,8 @@ def save_calibration(models_dir: Path, name: str, threshold: CalibratedThreshold
 class ModelRegistry:
     """Looks model files up and verifies them before anything loads them.
 
-    Thresholds stored in ``<models_dir>/calibration.toml`` replace the
-    built-in defaults of the models they name.
+    Calibrations stored in ``<models_dir>/calibration.toml`` replace the
+    built-in ones of the models they name.
     """
 
     def __init__(self, models_dir: Path, specs: tuple[ModelSpec, ...] | None = None) -> None:
@@ -285,11 +321,11 @@ class ModelRegistry:
             if spec.name in self._specs:
                 raise ModelError(f"model {spec.name!r} is declared twice")
             self._specs[spec.name] = spec
-        for name, threshold in load_calibrations(models_dir).items():
+        for name, calibration in load_calibrations(models_dir).items():
             spec = self.spec(name)
             if spec.role is not ModelRole.IDENTITY_EMBEDDER:
                 raise ModelError(f"{CALIBRATION_FILE}: {name!r} is not an identity embedder")
-            self._specs[name] = spec.model_copy(update={"default_threshold": threshold})
+            self._specs[name] = spec.model_copy(update={"calibration": calibration})
 
     def specs(self) -> list[ModelSpec]:
         return list(self._specs.values())
