@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from watchkeeper.evaluation.dataset import Dataset, LabelledImage
+from watchkeeper.errors import ConfigError
+from watchkeeper.evaluation.dataset import Dataset, LabelledImage, scan_dataset
 from watchkeeper.evaluation.embeddings import DatasetEmbeddings
 from watchkeeper.evaluation.pairs import Pair
 from watchkeeper.evaluation.protocols import (
@@ -146,12 +147,13 @@ def test_pairs_file_scores_use_the_numbered_images() -> None:
         Pair(("person000", 1), ("person001", 1), False),
         Pair(("person001", 1), ("person001", 2), True),
     ]
-    scores, same = pairs_file_scores(embeddings, embeddings.vectors(flip=False), pairs)
+    scores, same, left_out = pairs_file_scores(embeddings, embeddings.vectors(flip=False), pairs)
+    assert left_out == 0
     assert same.tolist() == [True, False, True]
     assert scores[0] > 0.9
     assert scores[1] < 0.5
     assert scores[2] == FAILED
-    with pytest.raises(ValueError, match="names person009 image 1"):
+    with pytest.raises(ValueError, match=r"names person009_0001\.jpg, which is not in"):
         pairs_file_scores(
             embeddings,
             embeddings.vectors(flip=False),
@@ -194,3 +196,27 @@ def test_cohort_normalisation_gives_standardised_scores() -> None:
     # Standardised against strangers: mated scores lie many deviations above them.
     assert normalised.mated_score.min() > 3 * normalised.nonmated_top.std()
     assert normalised.rank1_rate() == plain.rank1_rate() == 1.0
+
+
+def test_corrections_relabel_and_leave_out_images(tmp_path: Path) -> None:
+    root = tmp_path / "people"
+    for name, count in (("Ann_Lee", 2), ("Lee_Ann", 1), ("Bo_Chan", 2)):
+        (root / name).mkdir(parents=True)
+        for number in range(1, count + 1):
+            (root / name / f"{name}_{number:04d}.jpg").write_bytes(b"")
+    corrections = tmp_path / "corrections.txt"
+    corrections.write_text(
+        "# comment\nLee_Ann  Ann_Lee  # name order\nBo_Chan/Bo_Chan_0002.jpg  -\n"
+    )
+    dataset = scan_dataset(root, corrections)
+    assert dataset.identities == ("Ann_Lee", "Bo_Chan")
+    assert [i.identity for i in dataset.images] == ["Ann_Lee", "Ann_Lee", "Bo_Chan", "Ann_Lee"]
+    assert dataset.corrections == 2
+    assert dataset.left_out == {("Bo_Chan", "Bo_Chan_0002.jpg")}
+    assert dataset.index()[("Lee_Ann", "Lee_Ann_0001.jpg")] == 3
+    corrections.write_text("Nobody  Ann_Lee\n")
+    with pytest.raises(ConfigError, match="does not hold: Nobody"):
+        scan_dataset(root, corrections)
+    corrections.write_text("Lee_Ann\n")
+    with pytest.raises(ConfigError, match=r"corrections.txt:1: expected"):
+        scan_dataset(root, corrections)

@@ -8,7 +8,8 @@ line each::
     Noer_Muis                           Noer_Moeis    # one person, two spellings
     Raul_Ibanez/Raul_Ibanez_0001.jpg    -             # same picture as Carlos_Beltran_0001
 
-Corrections change who an image shows, never which file a pairs file names.
+Corrections change who an image shows, never a pairs file's own labels; a pair
+that names an image left out is itself left out, and counted.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Dataset:
     images: tuple[LabelledImage, ...]
     corrections: int = 0
     """How many images a corrections file relabelled or left out."""
+    left_out: frozenset[tuple[str, str]] = frozenset()
+    """(folder, file name) of images a corrections file left out."""
 
     @property
     def identities(self) -> tuple[str, ...]:
@@ -87,6 +90,7 @@ def apply_corrections(dataset: Dataset, corrections: list[tuple[str, str | None]
     by_source: dict[str, str | None] = dict(corrections)
     used: set[str] = set()
     images = []
+    left_out = set(dataset.left_out)
     changed = 0
     for image in dataset.images:
         key = next(
@@ -99,9 +103,11 @@ def apply_corrections(dataset: Dataset, corrections: list[tuple[str, str | None]
         used.add(key)
         changed += 1
         target = by_source[key]
-        if target is not None:
+        if target is None:
+            left_out.add((image.folder, image.path.name))
+        else:
             images.append(replace(image, identity=target))
     unknown = sorted(set(by_source) - used)
     if unknown:
         raise ConfigError(f"corrections name what the dataset does not hold: {', '.join(unknown)}")
-    return Dataset(dataset.root, tuple(images), dataset.corrections + changed)
+    return Dataset(dataset.root, tuple(images), dataset.corrections + changed, frozenset(left_out))

@@ -66,24 +66,30 @@ def all_pairs_scores(
 
 def pairs_file_scores(
     embeddings: DatasetEmbeddings, vectors: np.ndarray, pairs: list[Pair]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, same) for listed pairs, whose images are numbered from 1 in each folder."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(scores, same, pairs left out) for listed pairs, whose images are numbered from 1
+    in each folder. Pairs naming an image that corrections left out are skipped."""
     index = embeddings.dataset.index()
+    left_out = embeddings.dataset.left_out
     acquired = embeddings.acquired
-    scores, same = [], []
+    scores, same, skipped = [], [], 0
     for pair in pairs:
-        first, second = (_lookup(index, *image) for image in (pair.first, pair.second))
+        names = [(name, f"{name}_{number:04d}.jpg") for name, number in (pair.first, pair.second)]
+        if any(key in left_out for key in names):
+            skipped += 1
+            continue
+        first, second = (_lookup(index, key) for key in names)
         ok = acquired[first] and acquired[second]
         scores.append(float(vectors[first] @ vectors[second]) if ok else FAILED)
         same.append(pair.same)
-    return np.array(scores), np.array(same)
+    return np.array(scores), np.array(same), skipped
 
 
-def _lookup(index: dict[tuple[str, str], int], name: str, number: int) -> int:
+def _lookup(index: dict[tuple[str, str], int], key: tuple[str, str]) -> int:
     try:
-        return index[(name, f"{name}_{number:04d}.jpg")]
+        return index[key]
     except KeyError:
-        raise ValueError(f"pairs file names {name} image {number}, not in the dataset") from None
+        raise ValueError(f"pairs file names {key[1]}, which is not in the dataset") from None
 
 
 @dataclass(frozen=True)
@@ -188,10 +194,13 @@ class CohortNormaliser:
         cohort_scores = gallery.subject_scores(Embeddings(gallery.model_id, self.cohort))
         subject_top = np.sort(cohort_scores, axis=0)[-self.top :]
         probe_top = np.sort(probes @ self.cohort.T, axis=1)[:, -self.top :]
-        by_subject = (subject_scores - subject_top.mean(axis=0)) / subject_top.std(axis=0)
-        by_probe = (subject_scores - probe_top.mean(axis=1, keepdims=True)) / probe_top.std(
-            axis=1, keepdims=True
-        )
+        # Images without a face have zero vectors and no spread; their searches are
+        # failures whatever this returns.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            by_subject = (subject_scores - subject_top.mean(axis=0)) / subject_top.std(axis=0)
+            by_probe = (subject_scores - probe_top.mean(axis=1, keepdims=True)) / probe_top.std(
+                axis=1, keepdims=True
+            )
         return (by_subject + by_probe) / 2
 
 

@@ -32,8 +32,15 @@ def _log_axis_floor(*curves: Curve) -> float:
     return max(1e-6, min(positives, default=1e-4) / 2)
 
 
+def _finite(curve: Curve) -> Curve:
+    """Without the point at threshold -inf, where images without a face are 'accepted'."""
+    keep = np.isfinite(curve.thresholds)
+    return Curve(curve.thresholds[keep], curve.false_rate[keep], curve.true_rate[keep])
+
+
 def plot_roc(curve: Curve, path: Path) -> None:
     plt = _pyplot()
+    curve = _finite(curve)
     figure, (roc, det) = plt.subplots(1, 2, figsize=(11, 4.5))
     floor = _log_axis_floor(curve)
     far = np.maximum(curve.false_rate, floor)
@@ -66,6 +73,7 @@ def plot_identification(curves: dict[str, Curve], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(7, 5))
     floor = _log_axis_floor(*curves.values())
     for label, curve in curves.items():
+        curve = _finite(curve)
         axis.plot(np.maximum(curve.false_rate, floor), 1 - curve.true_rate, label=label)
     axis.set(
         xscale="log",
@@ -163,7 +171,13 @@ def markdown(result: dict[str, Any]) -> str:
     if "accuracy" in v:
         lines += [
             "",
-            f"Pairs file ({v['pairs']} pairs, {v['pairs_with_failed_image']} with an image "
+            f"Pairs file ({v['pairs']} pairs"
+            + (
+                f", {v['pairs_left_out']} left out as they name an image the corrections leave out"
+                if v["pairs_left_out"]
+                else ""
+            )
+            + f"; {v['pairs_with_failed_image']} with an image "
             f"that failed to acquire): accuracy {_percent(v['accuracy'])} ± "
             f"{_percent(v['accuracy_std'])} under 10-fold cross-validation of the threshold "
             f"(best single threshold: {_percent(v['best_threshold_accuracy'])} at "

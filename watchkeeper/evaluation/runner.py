@@ -101,11 +101,12 @@ def verification(
         "eer_threshold": round(eer_threshold, 6),
     }
     if pairs:
-        pair_scores, same = pairs_file_scores(embeddings, vectors, pairs)
+        pair_scores, same, left_out = pairs_file_scores(embeddings, vectors, pairs)
         mean, std = ten_fold_accuracy(pair_scores, same)
         best, best_threshold = best_threshold_accuracy(pair_scores, same)
         result.update(
-            pairs=len(pairs),
+            pairs=len(pair_scores),
+            pairs_left_out=left_out,
             pairs_with_failed_image=int((pair_scores == FAILED).sum()),
             accuracy=round(mean, 6),
             accuracy_std=round(std, 6),
