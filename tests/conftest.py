@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.data import MODELS
+from tests.support.shop import PostgresServer, Shop, set_up_shop
 from watchkeeper.config import DetectionConfig, QualityConfig, Settings, load_settings
+from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.store.crypto import encode_key, generate_key
+from watchkeeper.store.database import Store, open_store
 from watchkeeper.vision.detection import DlibHogDetector, FaceDetector, create_detector
 from watchkeeper.vision.embedding import FaceEmbedder, create_embedder
 
@@ -52,3 +57,50 @@ def isolated_models(tmp_path: Path) -> Path:
     folder = tmp_path / "models"
     shutil.copytree(MODELS, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (from the pgserver wheel) for the whole session."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Each store test runs on SQLite (the default: None, a file in the data folder) and
+    on PostgreSQL (a fresh database)."""
+    if request.param == "sqlite":
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()
+
+
+@pytest.fixture
+def store_settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return load_settings(
+        models_dir=MODELS,
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        key=encode_key(generate_key()),
+    )
+
+
+@pytest.fixture
+def store(store_settings: Settings) -> Iterator[Store]:
+    opened = open_store(store_settings, create=True)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def shop(store: Store) -> Shop:
+    return set_up_shop(store)
+
+
+@pytest.fixture(scope="session")
+def face_models(
+    yunet: FaceDetector, dlib_embedder: FaceEmbedder, quality: QualityConfig
+) -> FaceModels:
+    return FaceModels(yunet, dlib_embedder, quality)

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from tests.support.cli import Sandbox, one_line_error
 from tests.support.data import DEBATE, MODELS, build_watchlist, lfw_photos
 from tests.support.http_server import serve_folder
 from tests.support.rtsp_server import RtspServer
@@ -25,56 +22,6 @@ from tests.support.rtsp_server import RtspServer
 YUNET = "face_detection_yunet_2023mar.onnx"
 MATCH_KEYS = {"type", "subject", "score", "track", "start", "end", "frames"}
 SUMMARY_KEYS = {"type", "frames", "faces", "tracks", "matches", "seconds", "fps"}
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    def records(self) -> list[dict]:
-        return [json.loads(line) for line in self.stdout.splitlines()]
-
-
-@dataclass
-class Sandbox:
-    """A working folder, home and temp folder of the command's own, to see what it writes."""
-
-    root: Path
-
-    @property
-    def cwd(self) -> Path:
-        return self.root / "cwd"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            key: value for key, value in os.environ.items() if not key.startswith("WATCHKEEPER_")
-        }
-        env.update(
-            HOME=str(self.root / "home"),
-            TMPDIR=str(self.root / "tmp"),
-            XDG_DATA_HOME=str(self.root / "home" / ".local" / "share"),
-            WATCHKEEPER_MODELS_DIR=str(MODELS),
-            COLUMNS="200",
-        )
-        env.update(extra)
-        return env
-
-    def run(self, *args: str, timeout: float = 300, **env: str) -> Run:
-        done = subprocess.run(
-            [sys.executable, "-m", "watchkeeper", *args],
-            cwd=self.cwd,
-            env=self.env(**env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        return Run(done.returncode, done.stdout, done.stderr)
-
-    def files(self) -> set[Path]:
-        return {p.relative_to(self.root) for p in self.root.rglob("*") if p.is_file()}
 
 
 @pytest.fixture
@@ -88,14 +35,6 @@ def sandbox(tmp_path: Path) -> Sandbox:
 @pytest.fixture
 def biden_only(tmp_path: Path) -> Path:
     return build_watchlist(tmp_path / "watchlist", ["Joseph_Biden"], photos_per_subject=5)
-
-
-def one_line_error(run: Run) -> str:
-    """The reason for a failure: one line, the last on stderr (warnings may precede it)."""
-    lines = run.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert errors == lines[-1:], run.stderr
-    return lines[-1]
 
 
 def test_scan_prints_json_lines_and_keeps_nothing_about_unmatched_faces(

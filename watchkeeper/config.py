@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -164,6 +164,24 @@ class MatchingConfig(BaseModel):
     top_k: int = Field(5, ge=1, description="Candidates kept per decision, best first.")
 
 
+class StoreConfig(BaseModel):
+    """How a scan against the stored watchlist keeps up with it."""
+
+    watchlist_refresh_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between reloads of the searchable watchlist during a scan, so "
+        "approvals, suspensions, restrictions and expiries take effect. Every alert is also "
+        "checked against the entry's current state before it is stored.",
+    )
+    sweep_interval_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds between retention sweeps inside a running scan (expired entries "
+        "and old alerts deleted with their files); `watchkeeper purge` runs one at once.",
+    )
+
+
 class VideoConfig(BaseModel):
     """How frames are read from a source."""
 
@@ -195,9 +213,20 @@ class VideoConfig(BaseModel):
     )
 
 
+def default_data_dir() -> Path:
+    """Per-user folder for the database and encrypted files."""
+    return Path(platformdirs.user_data_dir("watchkeeper"))
+
+
 def default_models_dir() -> Path:
     """Per-user folder where model files are looked up and fetched to."""
-    return Path(platformdirs.user_data_dir("watchkeeper")) / "models"
+    return default_data_dir() / "models"
+
+
+def default_key_file() -> Path:
+    """Where the encryption key is kept: the user's configuration folder, never the
+    data folder, so that a copy of the data is not a copy of the key."""
+    return Path(platformdirs.user_config_dir("watchkeeper")) / "key"
 
 
 class Settings(BaseSettings):
@@ -214,6 +243,24 @@ class Settings(BaseSettings):
         description="Folder searched first for model files (then installed packages). "
         "`watchkeeper models fetch` writes here.",
     )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Folder holding the SQLite database and the encrypted face images and "
+        "alert snapshots.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the database; empty means SQLite in data_dir. Use "
+        "postgresql+psycopg://user:password@host/db for several sites.",
+    )
+    key_file: Path = Field(
+        default_factory=default_key_file,
+        description="File holding the 32-byte encryption key (base64). WATCHKEEPER_KEY, "
+        "when set, is used instead. Keep it off the data disk's backups.",
+    )
+    key: SecretStr | None = Field(
+        None, description="The encryption key itself (base64), instead of key_file."
+    )
     cache_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir("watchkeeper")),
         description="Folder for the evaluation embedding cache (vectors of evaluation "
@@ -228,6 +275,7 @@ class Settings(BaseSettings):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     @classmethod
     def settings_customise_sources(

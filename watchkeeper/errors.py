@@ -47,3 +47,34 @@ class ImageError(WatchkeeperError):
     """A file that should hold an image cannot be decoded as one."""
 
     exit_code = 7
+
+
+class EncryptionKeyError(WatchkeeperError):
+    """The encryption key is missing, malformed or not the one the data was made with."""
+
+    exit_code = 8
+
+
+class PolicyError(WatchkeeperError):
+    """A governance rule refuses the action (no incident, expiry beyond policy,
+    approving one's own entry, a role that may not do this)."""
+
+    exit_code = 9
+
+
+class NotFoundError(WatchkeeperError):
+    """A named record (subject, incident, site, user, alert) does not exist here."""
+
+    exit_code = 10
+
+
+class DatabaseError(WatchkeeperError):
+    """The database cannot be opened, is not initialised, or is at another schema version."""
+
+    exit_code = 11
+
+
+class AuditError(WatchkeeperError):
+    """The audit log does not verify: an event was edited, inserted or deleted."""
+
+    exit_code = 12

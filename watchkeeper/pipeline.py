@@ -51,6 +51,9 @@ class MatchEvent:
     candidates: tuple[Candidate, ...]
     shots: tuple[np.ndarray, ...]
     """The track's best aligned chips (BGR), best first."""
+    probe: np.ndarray
+    """The track's identity: its shots' embeddings averaged with the fusion weights,
+    unit length (what an alert stores, encrypted, for subject access searches)."""
     image: str | None = None
     """File name, when the source is a folder of images."""
 
@@ -173,6 +176,8 @@ class RecognitionPipeline:
                 if decision.subject is None:
                     track.wipe()
                     continue
+                probe = weights @ shots.vectors if weights.sum() > 0 else shots.vectors.mean(0)
+                probe = (probe / np.linalg.norm(probe)).astype(np.float32)
                 events.append(
                     MatchEvent(
                         track_id=track.id,
@@ -183,6 +188,7 @@ class RecognitionPipeline:
                         frames=track.frames,
                         candidates=decision.candidates,
                         shots=tuple(shot.chip for shot in track.best_shots),
+                        probe=probe,
                         image=image,
                     )
                 )

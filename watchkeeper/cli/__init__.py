@@ -1,9 +1,19 @@
 """The `watchkeeper` command line; each sub-module adds its commands to the app."""
 
-from watchkeeper.cli import evaluation, models, scan
+from watchkeeper.cli import admin, alerts, evaluation, models, privacy, scan, watchlist
 from watchkeeper.cli.app import app
 
-__all__ = ["app", "evaluation", "main", "models", "scan"]
+__all__ = [
+    "admin",
+    "alerts",
+    "app",
+    "evaluation",
+    "main",
+    "models",
+    "privacy",
+    "scan",
+    "watchlist",
+]
 
 
 def main() -> None:

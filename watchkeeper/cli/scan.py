@@ -1,4 +1,4 @@
-"""`watchkeeper scan`: a video source against a watchlist folder."""
+"""`watchkeeper scan`: a video source against a watchlist folder or the stored watchlist."""
 
 from __future__ import annotations
 
@@ -13,10 +13,14 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from watchkeeper.cli.app import app, fail, log, stderr
+from watchkeeper.cli.records import OrganisationOption
 from watchkeeper.errors import WatchkeeperError
+from watchkeeper.governance.live import CameraWatchlist
+from watchkeeper.governance.retention import RetentionSweeper
 from watchkeeper.matching.watchlist import load_watchlist_folder
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import MatchEvent, PipelineStats, RecognitionPipeline, resolve_threshold
+from watchkeeper.store.database import Store, open_store
 from watchkeeper.video.sources import SourceSpec, open_source
 from watchkeeper.vision.detection import create_detector
 from watchkeeper.vision.embedding import create_embedder
@@ -27,11 +31,14 @@ def _emit(record: dict[str, Any], as_json: bool) -> None:
         line = json.dumps(record)
     elif record["type"] == "match":
         line = (
-            f"match  {record['subject']}  score {record['score']:.3f}  track {record['track']}  "
+            f"match  {record.get('label', record['subject'])}  score {record['score']:.3f}  "
+            f"track {record['track']}  "
             f"{record['start']:.1f}-{record['end']:.1f} s  {record['frames']} frames"
         )
         if "image" in record:
             line += f"  {record['image']}"
+        if "alert" in record:
+            line += f"  alert {record['alert'][:8]} pending review"
     else:
         line = (
             f"summary  {record['frames']} frames  {record['faces']} faces  "
@@ -92,9 +99,22 @@ def scan(
         ),
     ],
     watchlist: Annotated[
-        Path,
+        Path | None,
         typer.Option(help="Folder with one sub-folder of photos per watchlist subject."),
-    ],
+    ] = None,
+    db: Annotated[
+        bool,
+        typer.Option(
+            "--db",
+            help="Search the stored watchlist (active, approved entries in scope at the "
+            "camera's site) and store matches as pending alerts.",
+        ),
+    ] = False,
+    camera: Annotated[
+        str | None,
+        typer.Option(help="With --db: the registered camera (SITE/NAME) this source is."),
+    ] = None,
+    organisation: OrganisationOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
     fps: Annotated[
         float | None, typer.Option(help="Frames analysed per second; 0 for every frame.")
@@ -115,7 +135,11 @@ def scan(
         typer.Option(help="Write matched tracks' best face crops here (nothing else is kept)."),
     ] = None,
 ) -> None:
-    """Scan a video source against a watchlist folder; print one line per match."""
+    """Scan a video source against a watchlist; print one line per match."""
+    if (watchlist is None) == (not db):
+        raise typer.BadParameter("give either --watchlist FOLDER or --db")
+    if camera is not None and not db:
+        raise typer.BadParameter("--camera needs --db", param_hint="--camera")
     overrides: dict[str, Any] = {}
     video: dict[str, Any] = {}
     detection: dict[str, Any] = {}
@@ -133,40 +157,60 @@ def scan(
         overrides["embedder"] = embedder
     if threshold is not None:
         overrides["matching"] = {"threshold": threshold}
+    stored: CameraWatchlist | None = None
+    store: Store | None = None
     try:
         settings = ctx.obj.settings(**overrides)
         registry = ModelRegistry(settings.models_dir)
         face_detector = create_detector(settings.detection, registry)
         face_embedder = create_embedder(settings.embedder, registry)
         SourceSpec.parse(source)  # a missing file fails before the watchlist is enrolled
-        with stderr.status("enrolling watchlist photos", spinner="dots"):
-            watchlist_data = load_watchlist_folder(
-                watchlist, face_detector, face_embedder, settings.quality
+        if db:
+            store = open_store(settings)
+            stored = CameraWatchlist(
+                store,
+                camera,
+                face_embedder.model_id,
+                settings.store.watchlist_refresh_s,
+                organisation,
             )
-        match_threshold = resolve_threshold(
-            settings, registry, len(watchlist_data.gallery.subjects)
-        )
+            gallery = stored.gallery
+            described = f"stored watchlist for camera {stored.camera_name}"
+        else:
+            assert watchlist is not None
+            with stderr.status("enrolling watchlist photos", spinner="dots"):
+                gallery = load_watchlist_folder(
+                    watchlist, face_detector, face_embedder, settings.quality
+                ).gallery
+            described = f"watchlist folder {watchlist}"
+        match_threshold = resolve_threshold(settings, registry, len(gallery.subjects))
         # Opened last, so that a live stream starts when analysis can keep up with it.
         frame_source = open_source(source, settings.video)
     except WatchkeeperError as exc:
+        if store is not None:
+            store.close()
         raise fail(exc) from None
     log.info(
-        "watchlist: %d subjects, %d templates; detector %s; embedder %s; threshold %.3f",
-        len(watchlist_data.gallery.subjects),
-        len(watchlist_data.gallery),
+        "%s: %d subjects, %d templates; detector %s; embedder %s; threshold %.3f",
+        described,
+        len(gallery.subjects),
+        len(gallery),
         face_detector.name,
         face_embedder.model_id,
         match_threshold,
     )
+    if not gallery.subjects:
+        log.warning("%s has no searchable entries; nothing can match", described)
     pipeline = RecognitionPipeline(
         face_detector,
         face_embedder,
-        watchlist_data.gallery,
+        gallery,
         settings.quality,
         settings.tracking,
         match_threshold,
         settings.matching.top_k,
     )
+    sweeper = RetentionSweeper(store, settings.store.sweep_interval_s).start() if store else None
     failure: WatchkeeperError | None = None
     interrupted = False
     started = time.perf_counter()
@@ -181,10 +225,22 @@ def scan(
     )
 
     def handle(events: list[MatchEvent]) -> None:
+        nonlocal match_threshold
         for event in events:
+            record = match_record(event)
+            if stored is not None:
+                alert = stored.record(event, match_threshold)
+                if alert is None:
+                    continue  # suspended, restricted or expired since the gallery was loaded
+                record |= {"alert": alert.alert_id, "label": alert.label}
             if save_matches is not None:
                 save_match(event, save_matches)
-            _emit(match_record(event), as_json)
+            _emit(record, as_json)
+        if stored is not None and stored.refresh_due():
+            pipeline.gallery = stored.load()
+            match_threshold = pipeline.threshold = resolve_threshold(
+                settings, registry, len(pipeline.gallery.subjects)
+            )
 
     try:
         with progress:
@@ -210,6 +266,11 @@ def scan(
         handle(pipeline.finish())
     except WatchkeeperError as exc:
         failure = failure or exc
+    finally:
+        if sweeper is not None:
+            sweeper.stop()
+        if store is not None:
+            store.close()
     seconds = time.perf_counter() - started
     _emit(summary_record(pipeline.stats, seconds, frame_source.decoded), as_json)
     if failure is not None:

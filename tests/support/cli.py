@@ -1,0 +1,71 @@
+"""Running the `watchkeeper` command as a user does: a separate process, its own
+home, temp and working folders, so a test can see every file it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.data import MODELS
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.stdout.splitlines()]
+
+
+@dataclass
+class Sandbox:
+    """A working folder, home and temp folder of the command's own, to see what it writes."""
+
+    root: Path
+
+    @property
+    def cwd(self) -> Path:
+        return self.root / "cwd"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            key: value for key, value in os.environ.items() if not key.startswith("WATCHKEEPER_")
+        }
+        env.update(
+            HOME=str(self.root / "home"),
+            TMPDIR=str(self.root / "tmp"),
+            XDG_DATA_HOME=str(self.root / "home" / ".local" / "share"),
+            WATCHKEEPER_MODELS_DIR=str(MODELS),
+            COLUMNS="200",
+        )
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, timeout: float = 300, **env: str) -> Run:
+        done = subprocess.run(
+            [sys.executable, "-m", "watchkeeper", *args],
+            cwd=self.cwd,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return Run(done.returncode, done.stdout, done.stderr)
+
+    def files(self) -> set[Path]:
+        return {p.relative_to(self.root) for p in self.root.rglob("*") if p.is_file()}
+
+
+def one_line_error(run: Run) -> str:
+    """The reason for a failure: one line, the last on stderr (warnings may precede it)."""
+    lines = run.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == lines[-1:], run.stderr
+    return lines[-1]

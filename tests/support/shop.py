@@ -1,0 +1,136 @@
+"""A real database (SQLite file, or a PostgreSQL server started from the `pgserver`
+wheel) with one organisation set up as a small shop chain, for governance tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pgserver
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from watchkeeper.governance.incidents import record_incident
+from watchkeeper.governance.organisation import add_camera, add_site, add_user, create_organisation
+from watchkeeper.store.database import Store, create_database_engine, upgrade_schema
+from watchkeeper.store.models import (
+    Camera,
+    Incident,
+    IncidentCategory,
+    Organisation,
+    Role,
+    Site,
+    User,
+    utcnow,
+)
+
+TEMPLATE_DATABASE = "watchkeeper_template"
+"""Migrated once per test session; each test's database is a copy of it."""
+
+USERS = {
+    "alice": Role.ADMIN,
+    "bob": Role.REPORTER,
+    "carol": Role.MANAGER,
+    "dave": Role.REVIEWER,
+    "erin": Role.REVIEWER,
+    "frank": Role.AUDITOR,
+}
+"""The shop's staff: ``alice`` created the organisation."""
+
+
+class PostgresServer:
+    """One PostgreSQL server for the test session, with a database per test."""
+
+    def __init__(self, folder: Path) -> None:
+        self._server = pgserver.get_server(folder, cleanup_mode="stop")
+        self.base_url = self._server.get_uri().replace("postgresql://", "postgresql+psycopg://")
+        self._admin = create_database_engine(self.base_url).execution_options(
+            isolation_level="AUTOCOMMIT"
+        )
+        with self._admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {TEMPLATE_DATABASE}"))
+        template = create_database_engine(self.url(TEMPLATE_DATABASE))
+        upgrade_schema(template)
+        template.dispose()
+
+    def url(self, database: str) -> str:
+        return self.base_url.replace("/postgres?", f"/{database}?")
+
+    def new_database(self) -> str:
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        with self._admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}"))
+        return self.url(name)
+
+    def stop(self) -> None:
+        self._admin.dispose()
+        self._server.cleanup()
+
+
+@dataclass
+class Tx:
+    """One transaction over the shop's records."""
+
+    session: Session
+    organisation: Organisation
+    site: Site
+    camera: Camera
+    incident: Incident
+
+    def user(self, name: str) -> User:
+        found = (
+            self.session.query(User)
+            .filter_by(organisation_id=self.organisation.id, name=name)
+            .one()
+        )
+        return found
+
+
+@dataclass
+class Shop:
+    """An organisation with a site ("Leeds"), a camera ("door"), a theft incident and
+    the staff in :data:`USERS`."""
+
+    store: Store
+    organisation_id: uuid.UUID
+    site_id: uuid.UUID
+    camera_id: uuid.UUID
+    incident_id: uuid.UUID
+
+    @contextmanager
+    def tx(self) -> Iterator[Tx]:
+        with self.store.session() as session:
+            yield Tx(
+                session,
+                session.get_one(Organisation, self.organisation_id),
+                session.get_one(Site, self.site_id),
+                session.get_one(Camera, self.camera_id),
+                session.get_one(Incident, self.incident_id),
+            )
+
+
+def set_up_shop(store: Store, name: str = "Corner Shops") -> Shop:
+    with store.session() as session:
+        organisation, admin = create_organisation(session, store.keys, name, "alice")
+        site = add_site(session, store.keys, organisation, admin, "Leeds")
+        for user, role in USERS.items():
+            if user != "alice":
+                add_user(session, store.keys, organisation, admin, user, role, [site])
+        camera = add_camera(
+            session, store.keys, organisation, admin, site, "door", "rtsp://cam:pw@10.0.0.9/s"
+        )
+        reporter = session.query(User).filter_by(organisation_id=organisation.id, name="bob").one()
+        incident = record_incident(
+            session,
+            store.keys,
+            organisation,
+            reporter,
+            site=site,
+            occurred_at=utcnow(),
+            category=IncidentCategory.THEFT,
+            description="took razor blades from the front shelf",
+        )
+        return Shop(store, organisation.id, site.id, camera.id, incident.id)

@@ -1,0 +1,285 @@
+"""`watchkeeper init`, `users`, `sites`, `cameras` and `policy`: setting an organisation up."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+
+from watchkeeper.cli.app import app, stderr
+from watchkeeper.cli.records import (
+    JsonOption,
+    OrganisationOption,
+    UserOption,
+    cli_errors,
+    emit_json,
+    emit_table,
+    governed,
+)
+from watchkeeper.governance import access
+from watchkeeper.governance.organisation import (
+    Policy,
+    add_camera,
+    add_site,
+    add_user,
+    create_organisation,
+    policy_of,
+    set_policy,
+)
+from watchkeeper.store.crypto import generate_key, write_key_file
+from watchkeeper.store.database import database_url, open_store
+from watchkeeper.store.models import MAX_RETENTION_DAYS, Camera, Organisation, Role, Site, User
+
+users_app = typer.Typer(help="People who use Watchkeeper, and their roles.", no_args_is_help=True)
+sites_app = typer.Typer(help="Sites (stores).", no_args_is_help=True)
+cameras_app = typer.Typer(help="Cameras and their sources.", no_args_is_help=True)
+policy_app = typer.Typer(
+    help="The organisation's retention and approval policy.", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
+app.add_typer(sites_app, name="sites")
+app.add_typer(cameras_app, name="cameras")
+app.add_typer(policy_app, name="policy")
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    organisation: Annotated[str, typer.Option(help="Name of the organisation to create.")],
+    admin: Annotated[str, typer.Option(help="User name of its first administrator.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Create the encryption key (if none), the database schema and an organisation.
+
+    Safe to run again: it upgrades the schema and leaves existing data alone.
+    """
+    with cli_errors():
+        settings = ctx.obj.settings()
+        created_key = False
+        if settings.key is None and not settings.key_file.exists():
+            write_key_file(settings.key_file, generate_key())
+            created_key = True
+        store = open_store(settings, create=True)
+        try:
+            with store.session() as session:
+                existing = session.scalars(
+                    select(Organisation).where(Organisation.name == organisation)
+                ).one_or_none()
+                if existing is None:
+                    created, _ = create_organisation(session, store.keys, organisation, admin)
+                    organisation_id = created.id
+                else:
+                    organisation_id = existing.id
+        finally:
+            store.close()
+    result = {
+        "organisation": organisation,
+        "organisation_id": str(organisation_id),
+        "created": existing is None,
+        "database": database_url(settings).split("@")[-1],
+        "data_dir": str(settings.data_dir),
+        "key_file": None if settings.key is not None else str(settings.key_file),
+        "key_created": created_key,
+    }
+    if as_json:
+        emit_json(result)
+        return
+    stderr.print(
+        f"{'created' if existing is None else 'found'} organisation {organisation!r}; "
+        f"data in {settings.data_dir}"
+    )
+    if created_key:
+        stderr.print(
+            f"[bold]New encryption key: {settings.key_file}[/bold]. Back it up somewhere other "
+            "than the data folder: without it the watchlist cannot be read."
+        )
+
+
+@users_app.command("add")
+def users_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[Role, typer.Option(help="What they may do.")],
+    site: Annotated[list[str] | None, typer.Option(help="Site they work at (repeatable).")] = None,
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+) -> None:
+    """Add a user (administrators only)."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        sites = [access.site(g.session, g.organisation.id, s) for s in site or []]
+        add_user(g.session, g.store.keys, g.organisation, g.actor, name, role, sites)
+    stderr.print(f"added {role.value} {name!r}")
+
+
+@users_app.command("list")
+def users_list(
+    ctx: typer.Context,
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The organisation's users and roles."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        rows = [
+            {
+                "name": u.name,
+                "role": u.role.value,
+                "active": u.active,
+                "sites": sorted(s.name for s in u.sites),
+            }
+            for u in g.session.scalars(
+                select(User).where(User.organisation_id == g.organisation.id).order_by(User.name)
+            )
+        ]
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table("Users", rows, ["name", "role", "active", "sites"])
+
+
+@sites_app.command("add")
+def sites_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Site name.")],
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+) -> None:
+    """Add a site (administrators only)."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        add_site(g.session, g.store.keys, g.organisation, g.actor, name)
+    stderr.print(f"added site {name!r}")
+
+
+@sites_app.command("list")
+def sites_list(
+    ctx: typer.Context,
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The organisation's sites."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        rows = [
+            {"name": s.name, "id": str(s.id)}
+            for s in g.session.scalars(
+                select(Site).where(Site.organisation_id == g.organisation.id).order_by(Site.name)
+            )
+        ]
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table("Sites", rows, ["name", "id"])
+
+
+@cameras_app.command("add")
+def cameras_add(
+    ctx: typer.Context,
+    site: Annotated[str, typer.Argument(help="Site the camera is at.")],
+    name: Annotated[str, typer.Argument(help="Camera name, unique at the site.")],
+    source: Annotated[
+        str, typer.Argument(help="Stream URL (credentials are stored encrypted), file or index.")
+    ],
+    schedule: Annotated[
+        str | None, typer.Option(help="When it runs, e.g. 'Mon-Sat 08:00-20:00'.")
+    ] = None,
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+) -> None:
+    """Register a camera (administrators only)."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        found = access.site(g.session, g.organisation.id, site)
+        camera = add_camera(
+            g.session, g.store.keys, g.organisation, g.actor, found, name, source, schedule
+        )
+        shown = camera.source_display
+    stderr.print(f"added camera {site}/{name} ({shown})")
+
+
+@cameras_app.command("list")
+def cameras_list(
+    ctx: typer.Context,
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The organisation's cameras (passwords masked)."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        rows = [
+            {
+                "site": c.site.name,
+                "name": c.name,
+                "source": c.source_display,
+                "enabled": c.enabled,
+                "schedule": c.schedule,
+            }
+            for c in g.session.scalars(
+                select(Camera)
+                .join(Site)
+                .where(Site.organisation_id == g.organisation.id)
+                .order_by(Site.name, Camera.name)
+            )
+        ]
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table("Cameras", rows, ["site", "name", "source", "enabled", "schedule"])
+
+
+@policy_app.command("show")
+def policy_show(
+    ctx: typer.Context,
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The organisation's policy."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        policy = vars(policy_of(g.organisation))
+    if as_json:
+        emit_json(policy)
+    else:
+        emit_table(
+            "Policy", [{"setting": k, "value": v} for k, v in policy.items()], ["setting", "value"]
+        )
+
+
+@policy_app.command("set")
+def policy_set(
+    ctx: typer.Context,
+    max_retention_days: Annotated[
+        int | None, typer.Option(help=f"Longest life of an entry (at most {MAX_RETENTION_DAYS}).")
+    ] = None,
+    default_retention_days: Annotated[
+        int | None, typer.Option(help="Life of an entry when none is given.")
+    ] = None,
+    alert_retention_days: Annotated[int | None, typer.Option(help="Life of an alert.")] = None,
+    watchlist_cap_per_site: Annotated[
+        int | None, typer.Option(help="Most entries searching one site.")
+    ] = None,
+    false_matches_before_suspension: Annotated[
+        int | None, typer.Option(help="Rejected alerts that suspend an entry.")
+    ] = None,
+    approver_roles: Annotated[
+        str | None, typer.Option(help="Roles that may approve, e.g. 'manager'.")
+    ] = None,
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+) -> None:
+    """Change the policy (administrators only); the change is audited."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        changes = {
+            key: value
+            for key, value in {
+                "max_retention_days": max_retention_days,
+                "default_retention_days": default_retention_days,
+                "alert_retention_days": alert_retention_days,
+                "watchlist_cap_per_site": watchlist_cap_per_site,
+                "false_matches_before_suspension": false_matches_before_suspension,
+                "approver_roles": approver_roles,
+            }.items()
+            if value is not None
+        }
+        policy = Policy(**(vars(policy_of(g.organisation)) | changes))
+        set_policy(g.session, g.store.keys, g.organisation, g.actor, policy)
+    stderr.print("policy updated")

@@ -1,0 +1,138 @@
+"""Helpers shared by the commands that read and change the store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from watchkeeper.cli.app import fail
+from watchkeeper.config import Settings
+from watchkeeper.errors import ConfigError, DatabaseError, PolicyError, WatchkeeperError
+from watchkeeper.governance import access
+from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.store.database import Store, open_store
+from watchkeeper.store.models import Organisation, User
+from watchkeeper.vision.detection import create_detector
+from watchkeeper.vision.embedding import create_embedder
+
+stdout = Console()
+
+UserOption = Annotated[
+    str | None,
+    typer.Option(
+        "--user",
+        envvar="WATCHKEEPER_USER",
+        help="Who is acting (a user of the organisation); recorded in the audit log.",
+        show_default=False,
+    ),
+]
+OrganisationOption = Annotated[
+    str | None,
+    typer.Option(
+        "--organisation",
+        envvar="WATCHKEEPER_ORGANISATION",
+        help="Organisation, when the database holds several.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn Watchkeeper and database errors into one line on stderr and an exit code."""
+    try:
+        yield
+    except WatchkeeperError as exc:
+        raise fail(exc) from None
+    except IntegrityError as exc:
+        raise fail(PolicyError(f"refused by the database: {exc.orig}")) from None
+    except SQLAlchemyError as exc:
+        raise fail(DatabaseError(f"database error: {exc}")) from None
+
+
+@dataclass
+class Governed:
+    """One command's transaction: the store, the organisation and who is acting."""
+
+    settings: Settings
+    store: Store
+    session: Session
+    organisation: Organisation
+    actor: User
+
+
+@contextmanager
+def governed(
+    ctx: typer.Context, user: str | None, organisation: str | None = None
+) -> Iterator[Governed]:
+    """Open the store and one transaction; committed only if the command succeeds."""
+    if not user:
+        raise ConfigError("say who is acting with --user NAME (or WATCHKEEPER_USER)")
+    settings: Settings = ctx.obj.settings()
+    store = open_store(settings)
+    try:
+        with store.session() as session:
+            found = access.organisation(session, organisation)
+            yield Governed(settings, store, session, found, access.user(session, found.id, user))
+    finally:
+        store.close()
+
+
+def face_models(settings: Settings) -> FaceModels:
+    registry = ModelRegistry(settings.models_dir)
+    return FaceModels(
+        create_detector(settings.detection, registry),
+        create_embedder(settings.embedder, registry),
+        settings.quality,
+    )
+
+
+def parse_when(text: str) -> dt.datetime:
+    """An ISO date or date-time; a time without a zone is UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a date (YYYY-MM-DD) or date-time") from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def expiry(expires: str | None, days: int | None) -> dt.datetime | None:
+    if expires is not None and days is not None:
+        raise ConfigError("give --expires or --days, not both")
+    if days is not None:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+    return None if expires is None else parse_when(expires)
+
+
+def emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def emit_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column.replace("_", " "), overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(column)) for column in columns))
+    stdout.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)

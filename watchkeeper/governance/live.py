@@ -1,0 +1,79 @@
+"""Live matching against the stored watchlist for one camera: which gallery it may
+search, and how its matches become pending alerts."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from watchkeeper.governance import access
+from watchkeeper.governance.alerts import record_alert
+from watchkeeper.governance.subjects import searchable_gallery
+from watchkeeper.matching.gallery import Gallery
+from watchkeeper.pipeline import MatchEvent
+from watchkeeper.store.database import Store
+from watchkeeper.store.models import Camera, Subject
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    alert_id: str
+    subject_id: str
+    label: str
+
+
+class CameraWatchlist:
+    """The searchable gallery of one camera's site, reloaded every ``refresh_s`` seconds."""
+
+    def __init__(
+        self,
+        store: Store,
+        camera_name: str | None,
+        model_id: str,
+        refresh_s: float,
+        organisation_name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.model_id = model_id
+        self.refresh_s = refresh_s
+        with store.session() as session:
+            organisation = access.organisation(session, organisation_name)
+            camera = access.camera(session, organisation.id, camera_name)
+            self.camera_id = camera.id
+            self.camera_name = f"{camera.site.name}/{camera.name}"
+            self.site_id = camera.site_id
+            self.organisation_id = organisation.id
+        self._loaded_at = -float("inf")
+        self.gallery = self.load()
+
+    def load(self) -> Gallery:
+        with self.store.session() as session:
+            self.gallery = searchable_gallery(
+                session, self.store.keys, self.organisation_id, self.site_id, self.model_id
+            )
+        self._loaded_at = time.monotonic()
+        return self.gallery
+
+    def refresh_due(self) -> bool:
+        return time.monotonic() - self._loaded_at >= self.refresh_s
+
+    def record(self, event: MatchEvent, threshold: float) -> StoredAlert | None:
+        """Store ``event`` as a pending alert; None if the entry is no longer searchable."""
+        with self.store.session() as session:
+            camera = session.get_one(Camera, self.camera_id)
+            alert = record_alert(
+                session,
+                self.store,
+                camera,
+                uuid.UUID(event.subject),
+                score=event.score,
+                threshold=threshold,
+                model_id=self.model_id,
+                probe=event.probe,
+                crop=event.shots[0],
+            )
+            if alert is None:
+                return None
+            label = session.get_one(Subject, alert.subject_id).label
+            return StoredAlert(str(alert.id), event.subject, label)

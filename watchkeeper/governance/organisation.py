@@ -1,0 +1,233 @@
+"""Setting an organisation up: its policy, users, sites and cameras."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from watchkeeper.errors import PolicyError
+from watchkeeper.governance import audit
+from watchkeeper.governance.access import Permission, require
+from watchkeeper.store.crypto import KeyRing
+from watchkeeper.store.models import (
+    MAX_RETENTION_DAYS,
+    Camera,
+    Organisation,
+    Role,
+    Site,
+    User,
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An organisation's data-protection policy. Days are calendar days."""
+
+    max_retention_days: int = MAX_RETENTION_DAYS
+    """Longest life of a watchlist entry; never above 730 (24 months)."""
+    default_retention_days: int = 365
+    """Life of an entry when the enroller gives no expiry."""
+    alert_retention_days: int = 30
+    """Alerts (with their snapshots and reviews) are deleted this long after they happened."""
+    watchlist_cap_per_site: int = 500
+    """Most entries (pending or active) that may search one site."""
+    false_matches_before_suspension: int = 3
+    """Rejected alerts after which an entry is suspended for review."""
+    approver_roles: str = "admin,manager"
+    """Comma-separated roles whose members may approve entries (never their own)."""
+
+    def check(self) -> None:
+        if not 1 <= self.max_retention_days <= MAX_RETENTION_DAYS:
+            raise PolicyError(
+                f"maximum retention must be 1 to {MAX_RETENTION_DAYS} days, "
+                f"not {self.max_retention_days}"
+            )
+        if not 1 <= self.default_retention_days <= self.max_retention_days:
+            raise PolicyError("default retention must be between 1 day and the maximum")
+        if not 1 <= self.alert_retention_days <= MAX_RETENTION_DAYS:
+            raise PolicyError(f"alert retention must be 1 to {MAX_RETENTION_DAYS} days")
+        if self.watchlist_cap_per_site < 1 or self.false_matches_before_suspension < 1:
+            raise PolicyError("the watchlist cap and false-match limit must be at least 1")
+        roles = [name.strip() for name in self.approver_roles.split(",") if name.strip()]
+        allowed = {Role.ADMIN.value, Role.MANAGER.value}
+        if not roles or not set(roles) <= allowed:
+            raise PolicyError(f"approver roles must be among {sorted(allowed)}, not {roles}")
+
+
+def policy_of(organisation: Organisation) -> Policy:
+    return Policy(
+        max_retention_days=organisation.max_retention_days,
+        default_retention_days=organisation.default_retention_days,
+        alert_retention_days=organisation.alert_retention_days,
+        watchlist_cap_per_site=organisation.watchlist_cap_per_site,
+        false_matches_before_suspension=organisation.false_matches_before_suspension,
+        approver_roles=organisation.approver_roles,
+    )
+
+
+def create_organisation(
+    session: Session, keys: KeyRing, name: str, admin: str, policy: Policy | None = None
+) -> tuple[Organisation, User]:
+    """A new organisation with its first administrator."""
+    policy = policy or Policy()
+    policy.check()
+    if session.scalars(select(Organisation).where(Organisation.name == name)).first():
+        raise PolicyError(f"organisation {name!r} already exists")
+    organisation = Organisation(name=name, key_check=keys.check_value(), **vars(policy))
+    audit.seal_genesis(keys, organisation)
+    session.add(organisation)
+    session.flush()
+    administrator = User(organisation_id=organisation.id, name=admin, role=Role.ADMIN)
+    session.add(administrator)
+    session.flush()
+    audit.record(
+        session,
+        keys,
+        organisation.id,
+        admin,
+        "organisation.create",
+        "organisation",
+        organisation.id,
+        policy=vars(policy),
+    )
+    audit.record(
+        session,
+        keys,
+        organisation.id,
+        admin,
+        "user.create",
+        "user",
+        administrator.id,
+        role=Role.ADMIN.value,
+    )
+    return organisation, administrator
+
+
+def set_policy(
+    session: Session, keys: KeyRing, organisation: Organisation, actor: User, policy: Policy
+) -> None:
+    """Change the policy. Entries that now outlive the maximum keep their expiry until
+    renewed; the sweep removes them when they expire."""
+    require(actor, Permission.MANAGE_ORGANISATION)
+    policy.check()
+    before = policy_of(organisation)
+    for name, value in vars(policy).items():
+        setattr(organisation, name, value)
+    audit.record(
+        session,
+        keys,
+        organisation.id,
+        actor.name,
+        "organisation.policy",
+        "organisation",
+        organisation.id,
+        before=vars(before),
+        after=vars(policy),
+    )
+
+
+def add_user(
+    session: Session,
+    keys: KeyRing,
+    organisation: Organisation,
+    actor: User,
+    name: str,
+    role: Role,
+    sites: list[Site] | None = None,
+) -> User:
+    require(actor, Permission.MANAGE_ORGANISATION)
+    if session.scalars(
+        select(User).where(User.organisation_id == organisation.id, User.name == name)
+    ).first():
+        raise PolicyError(f"user {name!r} already exists")
+    new = User(organisation_id=organisation.id, name=name, role=role, sites=list(sites or []))
+    session.add(new)
+    session.flush()
+    audit.record(
+        session,
+        keys,
+        organisation.id,
+        actor.name,
+        "user.create",
+        "user",
+        new.id,
+        role=role.value,
+        sites=[str(s.id) for s in new.sites],
+    )
+    return new
+
+
+def add_site(
+    session: Session, keys: KeyRing, organisation: Organisation, actor: User, name: str
+) -> Site:
+    require(actor, Permission.MANAGE_ORGANISATION)
+    if session.scalars(
+        select(Site).where(Site.organisation_id == organisation.id, Site.name == name)
+    ).first():
+        raise PolicyError(f"site {name!r} already exists")
+    site = Site(organisation_id=organisation.id, name=name)
+    session.add(site)
+    session.flush()
+    audit.record(session, keys, organisation.id, actor.name, "site.create", "site", site.id)
+    return site
+
+
+def masked_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for lists and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def add_camera(
+    session: Session,
+    keys: KeyRing,
+    organisation: Organisation,
+    actor: User,
+    site: Site,
+    name: str,
+    source: str,
+    schedule: str | None = None,
+) -> Camera:
+    """A camera whose source (URL with credentials, file or webcam index) is stored encrypted."""
+    require(actor, Permission.MANAGE_ORGANISATION)
+    if session.scalars(
+        select(Camera).where(Camera.site_id == site.id, Camera.name == name)
+    ).first():
+        raise PolicyError(f"site {site.name!r} already has a camera {name!r}")
+    camera_id = uuid.uuid4()
+    camera = Camera(
+        id=camera_id,
+        site=site,
+        name=name,
+        source_encrypted=keys.encrypt(source.encode(), f"camera:{camera_id}"),
+        source_display=masked_url(source),
+        schedule=schedule,
+    )
+    session.add(camera)
+    session.flush()
+    audit.record(
+        session,
+        keys,
+        organisation.id,
+        actor.name,
+        "camera.create",
+        "camera",
+        camera.id,
+        site=str(site.id),
+    )
+    return camera
+
+
+def camera_source(keys: KeyRing, camera: Camera) -> str:
+    """The camera's real source, credentials included."""
+    return keys.decrypt(camera.source_encrypted, f"camera:{camera.id}").decode()

@@ -1,0 +1,343 @@
+"""The database schema: SQLAlchemy 2 models, the same on SQLite and PostgreSQL.
+
+Biometric data never sits here in the clear: templates and alert probe
+vectors are AES-GCM ciphertext, and face images and alert snapshots are
+encrypted files named by the rows that own them. Every table that holds
+people's data belongs to one organisation; every query filters by it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from enum import StrEnum
+from typing import ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+MAX_RETENTION_DAYS = 730
+"""The ceiling on any watchlist entry's life: 24 months, whatever a policy says."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every database (SQLite stores no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; use timezone-aware UTC times")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _enum(kind: type[StrEnum]) -> Enum:
+    return Enum(
+        kind,
+        native_enum=False,
+        validate_strings=True,
+        length=16,
+        values_callable=lambda k: [m.value for m in k],
+    )
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MANAGER = "manager"
+    REPORTER = "reporter"
+    REVIEWER = "reviewer"
+    AUDITOR = "auditor"
+
+
+class IncidentCategory(StrEnum):
+    THEFT = "theft"
+    VIOLENCE = "violence"
+    THREATS = "threats"
+    OTHER = "other"
+
+
+class SubjectStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class AlertStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+    UNSURE = "unsure"
+
+
+class Decision(StrEnum):
+    CONFIRM = "confirm"
+    REJECT = "reject"
+    UNSURE = "unsure"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict] = {dt.datetime: UTCDateTime(), uuid.UUID: Uuid()}
+
+
+class Organisation(Base):
+    __tablename__ = "organisation"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    max_retention_days: Mapped[int] = mapped_column(Integer, default=MAX_RETENTION_DAYS)
+    default_retention_days: Mapped[int] = mapped_column(Integer, default=365)
+    alert_retention_days: Mapped[int] = mapped_column(Integer, default=30)
+    watchlist_cap_per_site: Mapped[int] = mapped_column(Integer, default=500)
+    false_matches_before_suspension: Mapped[int] = mapped_column(Integer, default=3)
+    approver_roles: Mapped[str] = mapped_column(String(100), default="admin,manager")
+    key_check: Mapped[bytes] = mapped_column(LargeBinary)
+    audit_count: Mapped[int] = mapped_column(Integer, default=0)
+    audit_head: Mapped[bytes] = mapped_column(LargeBinary, default=bytes(32))
+    """MAC of the newest audit event (zeros before the first)."""
+    audit_head_mac: Mapped[bytes] = mapped_column(LargeBinary, default=bytes(32))
+    """MAC over (audit_count, audit_head): cutting events off the end shows."""
+
+
+class Site(Base):
+    __tablename__ = "site"
+    __table_args__ = (UniqueConstraint("organisation_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Camera(Base):
+    __tablename__ = "camera"
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    source_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    """The stream URL with any credentials, encrypted."""
+    source_display: Mapped[str] = mapped_column(String(500))
+    """The URL with its password masked, for lists."""
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    schedule: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    site: Mapped[Site] = relationship()
+
+
+class UserSite(Base):
+    __tablename__ = "user_site"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("app_user.id", ondelete="CASCADE"), primary_key=True
+    )
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"), primary_key=True)
+
+
+class User(Base):
+    __tablename__ = "app_user"
+    __table_args__ = (UniqueConstraint("organisation_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    sites: Mapped[list[Site]] = relationship(secondary="user_site")
+
+
+class SubjectIncident(Base):
+    __tablename__ = "subject_incident"
+
+    subject_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("subject.id", ondelete="CASCADE"), primary_key=True
+    )
+    incident_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("incident.id"), primary_key=True)
+
+
+class SubjectSite(Base):
+    __tablename__ = "subject_site"
+
+    subject_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("subject.id", ondelete="CASCADE"), primary_key=True
+    )
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"), primary_key=True)
+
+
+class Incident(Base):
+    __tablename__ = "incident"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"))
+    occurred_at: Mapped[dt.datetime]
+    category: Mapped[IncidentCategory] = mapped_column(_enum(IncidentCategory))
+    description: Mapped[str] = mapped_column(Text)
+    reporter_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
+    evidence: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """References to evidence held elsewhere (CCTV export names, crime numbers)."""
+    police_reference: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    site: Mapped[Site] = relationship()
+    reporter: Mapped[User] = relationship()
+
+
+class Subject(Base):
+    """A watchlist entry: someone linked to recorded incidents, for a limited time."""
+
+    __tablename__ = "subject"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    label: Mapped[str] = mapped_column(String(200))
+    """How staff refer to the entry (a description or a reference, not necessarily a name)."""
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[SubjectStatus] = mapped_column(_enum(SubjectStatus))
+    restricted: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Processing restricted at the person's request: kept, never searched."""
+    not_child_or_vulnerable: Mapped[bool] = mapped_column(Boolean)
+    """The enroller's attestation at enrolment."""
+    created_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    approved_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("app_user.id"))
+    approved_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime]
+    false_matches: Mapped[int] = mapped_column(Integer, default=0)
+    status_note: Mapped[str | None] = mapped_column(Text)
+
+    incidents: Mapped[list[Incident]] = relationship(secondary="subject_incident")
+    sites: Mapped[list[Site]] = relationship(secondary="subject_site")
+    images: Mapped[list[FaceImage]] = relationship(
+        back_populates="subject", cascade="all, delete-orphan", passive_deletes=True
+    )
+    created_by: Mapped[User] = relationship(foreign_keys=[created_by_id])
+    approved_by: Mapped[User | None] = relationship(foreign_keys=[approved_by_id])
+
+
+class FaceImage(Base):
+    """An enrolment photo: the encrypted file is ``files/face-image/<id>``."""
+
+    __tablename__ = "face_image"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("subject.id", ondelete="CASCADE"))
+    quality: Mapped[float] = mapped_column(Float)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    subject: Mapped[Subject] = relationship(back_populates="images")
+    templates: Mapped[list[Template]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Template(Base):
+    """An embedding of one enrolment photo by one model, encrypted."""
+
+    __tablename__ = "template"
+    __table_args__ = (UniqueConstraint("face_image_id", "model_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    face_image_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("face_image.id", ondelete="CASCADE")
+    )
+    model_id: Mapped[str] = mapped_column(String(100))
+    vector_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    image: Mapped[FaceImage] = relationship(back_populates="templates")
+
+
+class Alert(Base):
+    """A candidate match for human review; its snapshot is ``files/alert-crop/<id>``."""
+
+    __tablename__ = "alert"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    camera_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("camera.id"))
+    subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("subject.id", ondelete="CASCADE"))
+    occurred_at: Mapped[dt.datetime]
+    score: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    model_id: Mapped[str] = mapped_column(String(100))
+    probe_vector_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[AlertStatus] = mapped_column(_enum(AlertStatus), default=AlertStatus.PENDING)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    camera: Mapped[Camera] = relationship()
+    subject: Mapped[Subject] = relationship()
+    reviews: Mapped[list[Review]] = relationship(
+        back_populates="alert", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Review(Base):
+    __tablename__ = "review"
+    __table_args__ = (UniqueConstraint("alert_id", "user_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    alert_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
+    decision: Mapped[Decision] = mapped_column(_enum(Decision))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    alert: Mapped[Alert] = relationship(back_populates="reviews")
+    user: Mapped[User] = relationship()
+
+
+class AuditEvent(Base):
+    """One entry of the append-only audit log. ``mac`` chains it to the one before."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (UniqueConstraint("organisation_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    sequence: Mapped[int] = mapped_column(Integer)
+    at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(100))
+    object_type: Mapped[str | None] = mapped_column(String(50))
+    object_id: Mapped[str | None] = mapped_column(String(100))
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    previous_mac: Mapped[bytes] = mapped_column(LargeBinary)
+    mac: Mapped[bytes] = mapped_column(LargeBinary)
