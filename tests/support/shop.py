@@ -13,8 +13,10 @@ import pgserver
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from tests.support.data import lfw_photos
 from watchkeeper.governance.incidents import record_incident
 from watchkeeper.governance.organisation import add_camera, add_site, add_user, create_organisation
+from watchkeeper.governance.subjects import EnrolmentPhoto, FaceModels, approve, enrol
 from watchkeeper.store.database import Store, create_database_engine, upgrade_schema
 from watchkeeper.store.models import (
     Camera,
@@ -134,3 +136,46 @@ def set_up_shop(store: Store, name: str = "Corner Shops") -> Shop:
             description="took razor blades from the front shelf",
         )
         return Shop(store, organisation.id, site.id, camera.id, incident.id)
+
+
+def photos_of(person: str, count: int, skip: int = 0) -> list[EnrolmentPhoto]:
+    """``count`` LFW photos of ``person`` that each show one usable face."""
+    usable = [p for p in lfw_photos(person) if p.name not in TWO_FACE_PHOTOS]
+    chosen = usable[skip : skip + count]
+    if len(chosen) < count:
+        raise ValueError(f"LFW has only {len(usable)} single-face photos of {person}")
+    return [EnrolmentPhoto(p.name, p.read_bytes()) for p in chosen]
+
+
+TWO_FACE_PHOTOS = {"Joseph_Biden_0002.jpg"}
+"""LFW photos in which the gate finds two usable faces (refused for enrolment)."""
+
+
+def enrol_subject(
+    shop: Shop,
+    models: FaceModels,
+    person: str,
+    photos: int = 1,
+    approve_by: str | None = "carol",
+    label: str | None = None,
+    **options: object,
+) -> uuid.UUID:
+    """Enrol ``person`` (by ``bob``, linked to the shop's incident) and, unless
+    ``approve_by`` is None, approve it; return the subject id."""
+    with shop.tx() as tx:
+        subject = enrol(
+            tx.session,
+            shop.store,
+            tx.organisation,
+            tx.user("bob"),
+            models,
+            label=label or person,
+            reason="seen taking goods",
+            incidents=[tx.incident],
+            photos=photos_of(person, photos),
+            attest_not_child_or_vulnerable=True,
+            **options,  # type: ignore[arg-type]
+        )
+        if approve_by is not None:
+            approve(tx.session, shop.store.keys, tx.organisation, tx.user(approve_by), subject)
+        return subject.id

@@ -17,6 +17,7 @@ from watchkeeper.cli.records import (
     emit_table,
     governed,
 )
+from watchkeeper.errors import EncryptionKeyError
 from watchkeeper.governance import access
 from watchkeeper.governance.organisation import (
     Policy,
@@ -26,8 +27,9 @@ from watchkeeper.governance.organisation import (
     create_organisation,
     policy_of,
     set_policy,
+    update_camera,
 )
-from watchkeeper.store.crypto import generate_key, write_key_file
+from watchkeeper.store.crypto import encode_key, generate_key, write_key_file
 from watchkeeper.store.database import database_url, open_store
 from watchkeeper.store.models import MAX_RETENTION_DAYS, Camera, Organisation, Role, Site, User
 
@@ -56,12 +58,28 @@ def init(
     """
     with cli_errors():
         settings = ctx.obj.settings()
-        created_key = False
+        new_key = None
         if settings.key is None and not settings.key_file.exists():
-            write_key_file(settings.key_file, generate_key())
-            created_key = True
-        store = open_store(settings, create=True)
+            new_key = generate_key()
         try:
+            # A new key is checked against the database before it is written: data made
+            # with a lost key must not be hidden behind a new "wrong" one.
+            store = open_store(
+                settings if new_key is None else ctx.obj.settings(key=encode_key(new_key)),
+                create=True,
+            )
+        except EncryptionKeyError:
+            if new_key is None:
+                raise
+            raise EncryptionKeyError(
+                f"no encryption key: {settings.key_file} does not exist and WATCHKEEPER_KEY "
+                "is not set, but the database holds data made with a key; restore that key "
+                "(a new one cannot read the data)"
+            ) from None
+        created_key = new_key is not None
+        try:
+            if new_key is not None:
+                write_key_file(settings.key_file, new_key)
             with store.session() as session:
                 existing = session.scalars(
                     select(Organisation).where(Organisation.name == organisation)
@@ -194,6 +212,24 @@ def cameras_add(
         )
         shown = camera.source_display
     stderr.print(f"added camera {site}/{name} ({shown})")
+
+
+@cameras_app.command("set")
+def cameras_set(
+    ctx: typer.Context,
+    camera: Annotated[str, typer.Argument(help="Camera (NAME, or SITE/NAME).")],
+    enable: Annotated[
+        bool | None, typer.Option("--enable/--disable", help="Allow or stop scanning it.")
+    ] = None,
+    schedule: Annotated[str | None, typer.Option(help="When it runs ('' to clear).")] = None,
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+) -> None:
+    """Enable or disable a camera, or set its schedule (administrators only)."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        found = access.camera(g.session, g.organisation.id, camera)
+        update_camera(g.session, g.store.keys, g.organisation, g.actor, found, enable, schedule)
+    stderr.print(f"camera {camera} updated")
 
 
 @cameras_app.command("list")

@@ -19,8 +19,7 @@ from watchkeeper.cli.records import (
 )
 from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
-from watchkeeper.governance.alerts import alert_view, list_alerts, review
-from watchkeeper.governance.subjects import ALERT_CROP
+from watchkeeper.governance.alerts import alert_view, browse_alerts, review, show_alert
 from watchkeeper.store.models import Alert, AlertStatus, Decision
 
 alerts_app = typer.Typer(help="Alerts: candidate matches for human review.", no_args_is_help=True)
@@ -39,7 +38,7 @@ def alerts_list(
 ) -> None:
     """Alerts, newest first."""
     with cli_errors(), governed(ctx, user, organisation) as g:
-        rows = [alert_view(a) for a in list_alerts(g.session, g.organisation, status)]
+        rows = browse_alerts(g.session, g.store, g.organisation, g.actor, status)
     if as_json:
         emit_json(rows)
     else:
@@ -64,11 +63,13 @@ def alerts_show(
     """One alert with its reviews; optionally its snapshot for the reviewer."""
     with cli_errors(), governed(ctx, user, organisation) as g:
         found = access.owned(g.session, Alert, g.organisation.id, alert)
-        view = alert_view(found, full=True)
-        if snapshot is not None:
-            if snapshot.exists():
-                raise PolicyError(f"{snapshot} exists; give a new file name")
-            snapshot.write_bytes(g.store.files.read(ALERT_CROP, found.id))
+        if snapshot is not None and snapshot.exists():
+            raise PolicyError(f"{snapshot} exists; give a new file name")
+        view, image = show_alert(
+            g.session, g.store, g.organisation, g.actor, found, snapshot is not None
+        )
+        if snapshot is not None and image is not None:
+            snapshot.write_bytes(image)
     if as_json:
         emit_json(view)
         return

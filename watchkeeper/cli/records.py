@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -135,4 +136,10 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
+    if isinstance(value, str) and ISO_TIME.fullmatch(value):
+        return dt.datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M")
     return str(value)
+
+
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00")
+"""UTC times as views give them; tables show them to the minute."""

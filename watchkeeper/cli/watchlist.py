@@ -29,12 +29,13 @@ from watchkeeper.governance.subjects import (
     EnrolmentPhoto,
     PhotosRefused,
     approve,
-    effective_status,
     enrol,
     erase,
+    list_subjects,
     renew,
     restrict,
     retemplate,
+    show_subject,
     subject_view,
     suspend,
 )
@@ -201,16 +202,7 @@ def subjects_list(
     if status is not None and status not in ("pending", "active", "suspended", EXPIRED):
         raise typer.BadParameter(f"unknown status {status!r}", param_hint="--status")
     with cli_errors(), governed(ctx, user, organisation) as g:
-        now = utcnow()
-        rows = [
-            subject_view(g.session, s, now)
-            for s in g.session.scalars(
-                select(Subject)
-                .where(Subject.organisation_id == g.organisation.id)
-                .order_by(Subject.created_at)
-            )
-            if status is None or effective_status(s, now) == status
-        ]
+        rows = list_subjects(g.session, g.store.keys, g.organisation, g.actor, status)
     if as_json:
         emit_json(rows)
     else:
@@ -241,7 +233,7 @@ def subjects_show(
     """Everything staff may see about one entry."""
     with cli_errors(), governed(ctx, user, organisation) as g:
         found = access.owned(g.session, Subject, g.organisation.id, subject)
-        view = subject_view(g.session, found, utcnow(), full=True)
+        view = show_subject(g.session, g.store.keys, g.organisation, g.actor, found)
     if as_json:
         emit_json(view)
         return

@@ -156,6 +156,12 @@ def owned(session: Session, kind: type[Owned], organisation_id: uuid.UUID, ident
     return row
 
 
+def ensure_owned(row: Subject | Incident | Alert, organisation: Organisation) -> None:
+    """Refuse to act on another organisation's record, however it was found."""
+    if row.organisation_id != organisation.id:
+        raise NotFoundError(f"no {row.__tablename__} {short_id(row)}")
+
+
 def short_id(row: Base) -> str:
     """The first 8 hex digits of a row's UUID, as lists show it."""
     return str(row.id)[:8]  # type: ignore[attr-defined]

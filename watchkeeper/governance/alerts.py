@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from watchkeeper.errors import ImageError, PolicyError
 from watchkeeper.governance import audit
-from watchkeeper.governance.access import Permission, require, short_id
+from watchkeeper.governance.access import Permission, ensure_owned, require, short_id
 from watchkeeper.governance.subjects import ALERT_CROP, is_searchable, suspend
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import (
@@ -81,12 +81,12 @@ def record_alert(
         threshold=threshold,
         model_id=model_id,
         probe_vector_encrypted=store.keys.encrypt(
-            np.ascontiguousarray(probe, np.float32).tobytes(), f"alert-probe:{alert_id}"
+            np.ascontiguousarray(probe, np.float32).tobytes(), _probe_context(alert_id, subject.id)
         ),
         status=AlertStatus.PENDING,
     )
     session.add(alert)
-    store.write_file(session, ALERT_CROP, alert_id, encoded.tobytes())
+    store.write_file(session, ALERT_CROP, alert_id, encoded.tobytes(), subject.id)
     session.flush()
     audit.record(
         session,
@@ -105,8 +105,14 @@ def record_alert(
     return alert
 
 
+def _probe_context(alert_id: uuid.UUID, subject_id: uuid.UUID) -> str:
+    return f"alert-probe:{alert_id}:subject={subject_id}"
+
+
 def probe_vector(store: Store, alert: Alert) -> np.ndarray:
-    blob = store.keys.decrypt(alert.probe_vector_encrypted, f"alert-probe:{alert.id}")
+    blob = store.keys.decrypt(
+        alert.probe_vector_encrypted, _probe_context(alert.id, alert.subject_id)
+    )
     return np.frombuffer(blob, np.float32)
 
 
@@ -133,6 +139,10 @@ def review(
 ) -> Alert:
     """Record ``actor``'s decision on ``alert`` and update its status."""
     require(actor, Permission.REVIEW)
+    ensure_owned(alert, organisation)
+    # Another reviewer may have decided since ``alert`` was read: lock it and decide on
+    # its current status and reviews.
+    session.refresh(alert, with_for_update=True)
     if alert.status in (AlertStatus.CONFIRMED, AlertStatus.REJECTED):
         raise PolicyError(f"alert {short_id(alert)} is already {alert.status.value}")
     if any(existing.user_id == actor.id for existing in alert.reviews):
@@ -157,6 +167,7 @@ def review(
     )
     if alert.status == AlertStatus.REJECTED and before != AlertStatus.REJECTED:
         subject = alert.subject
+        session.refresh(subject, with_for_update=True)  # other alerts may have counted since
         subject.false_matches += 1
         limit = organisation.false_matches_before_suspension
         if subject.false_matches >= limit and subject.status == SubjectStatus.ACTIVE:
@@ -178,6 +189,30 @@ def list_alerts(
     if status is not None:
         query = query.where(Alert.status == status)
     return list(session.scalars(query.order_by(Alert.occurred_at.desc())))
+
+
+def browse_alerts(
+    session: Session,
+    store: Store,
+    organisation: Organisation,
+    actor: User,
+    status: AlertStatus | None = None,
+) -> list[dict[str, Any]]:
+    """Alerts as staff see them, newest first; audited."""
+    require(actor, Permission.VIEW)
+    views = [alert_view(alert) for alert in list_alerts(session, organisation, status)]
+    audit.record(
+        session,
+        store.keys,
+        organisation.id,
+        actor.name,
+        "alert.list",
+        None,
+        None,
+        status=status.value if status else None,
+        shown=len(views),
+    )
+    return views
 
 
 def alert_view(alert: Alert, full: bool = False) -> dict[str, Any]:
@@ -203,3 +238,27 @@ def alert_view(alert: Alert, full: bool = False) -> dict[str, Any]:
             for r in alert.reviews
         ]
     return view
+
+
+def show_alert(
+    session: Session,
+    store: Store,
+    organisation: Organisation,
+    actor: User,
+    alert: Alert,
+    with_snapshot: bool = False,
+) -> tuple[dict[str, Any], bytes | None]:
+    """An alert with its reviews and, if asked, its decrypted snapshot (JPEG); audited."""
+    require(actor, Permission.VIEW)
+    ensure_owned(alert, organisation)
+    snapshot = store.files.read(ALERT_CROP, alert.id, alert.subject_id) if with_snapshot else None
+    audit.record(
+        session,
+        store.keys,
+        organisation.id,
+        actor.name,
+        "alert.snapshot" if with_snapshot else "alert.view",
+        "alert",
+        alert.id,
+    )
+    return alert_view(alert, full=True), snapshot

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,8 @@ def _check_details(value: Any, where: str = "details") -> None:
             _check_details(item, where)
     elif not isinstance(value, _SCALARS):
         raise TypeError(f"{where}: {type(value).__name__} is not allowed in the audit log")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise TypeError(f"{where}: {value} is not a JSON number")
 
 
 def _event_mac(keys: KeyRing, event: AuditEvent) -> bytes:
@@ -88,8 +91,13 @@ def record(
 ) -> AuditEvent:
     """Append one event in ``session``'s transaction (it commits with the change it records)."""
     _check_details(details)
+    # The row may already be in the session from before another transaction appended
+    # events: lock it and read its chain head afresh (not the session's stale copy).
     organisation = session.scalars(
-        select(Organisation).where(Organisation.id == organisation_id).with_for_update()
+        select(Organisation)
+        .where(Organisation.id == organisation_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).one()
     event = AuditEvent(
         organisation_id=organisation.id,

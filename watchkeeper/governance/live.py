@@ -7,6 +7,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
 from watchkeeper.governance.alerts import record_alert
 from watchkeeper.governance.subjects import searchable_gallery
@@ -40,6 +41,11 @@ class CameraWatchlist:
         with store.session() as session:
             organisation = access.organisation(session, organisation_name)
             camera = access.camera(session, organisation.id, camera_name)
+            if not camera.enabled:
+                raise PolicyError(
+                    f"camera {camera.site.name}/{camera.name} is disabled "
+                    "(`watchkeeper cameras set --enable`)"
+                )
             self.camera_id = camera.id
             self.camera_name = f"{camera.site.name}/{camera.name}"
             self.site_id = camera.site_id

@@ -228,6 +228,28 @@ def add_camera(
     return camera
 
 
+def update_camera(
+    session: Session,
+    keys: KeyRing,
+    organisation: Organisation,
+    actor: User,
+    camera: Camera,
+    enabled: bool | None = None,
+    schedule: str | None = None,
+) -> None:
+    """Enable or disable a camera (a disabled one cannot be scanned), or set its schedule."""
+    require(actor, Permission.MANAGE_ORGANISATION)
+    changes: dict[str, bool | str] = {}
+    if enabled is not None:
+        camera.enabled = changes["enabled"] = enabled
+    if schedule is not None:
+        camera.schedule = schedule or None
+        changes["schedule"] = schedule
+    audit.record(
+        session, keys, organisation.id, actor.name, "camera.update", "camera", camera.id, **changes
+    )
+
+
 def camera_source(keys: KeyRing, camera: Camera) -> str:
     """The camera's real source, credentials included."""
     return keys.decrypt(camera.source_encrypted, f"camera:{camera.id}").decode()

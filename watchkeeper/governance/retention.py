@@ -62,6 +62,12 @@ def purge_organisation(
     expired = session.scalars(
         select(Subject).where(Subject.organisation_id == organisation.id, Subject.expires_at <= now)
     ).all()
+    alerts_of_expired = [
+        str(alert_id)
+        for alert_id in session.scalars(
+            select(Alert.id).where(Alert.subject_id.in_([subject.id for subject in expired]))
+        )
+    ]
     for subject in expired:
         report.subject_ids.append(str(subject.id))
         report.removed += delete_subject(session, store, subject)
@@ -85,6 +91,7 @@ def purge_organisation(
             None,
             None,
             expired_subjects=report.subject_ids,
+            alerts_of_expired_subjects=alerts_of_expired,
             old_alerts=report.alert_ids,
             alert_cutoff=cutoff.isoformat(),
             **vars(report.removed),

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from watchkeeper.errors import PolicyError, WatchlistError
 from watchkeeper.governance import audit
-from watchkeeper.governance.access import Permission, require
+from watchkeeper.governance.access import Permission, ensure_owned, require
 from watchkeeper.governance.alerts import alert_view, probe_vector
 from watchkeeper.governance.subjects import (
     ALERT_CROP,
@@ -81,7 +81,7 @@ def search(
         .where(Subject.organisation_id == organisation.id, Template.model_id == model_id)
     ).all()
     for template, subject_id in templates:
-        score = float(template_vector(store.keys, template) @ probe)
+        score = float(template_vector(store.keys, template, subject_id) @ probe)
         key = f"watchlist:{subject_id}"
         if score >= threshold and (key not in best or best[key].score < score):
             best[key] = Hit("watchlist", str(subject_id), score)
@@ -123,6 +123,7 @@ def export(
     with their reviews, and the audit events about them) and the photos and alert
     snapshots as JPEG files. Returns the JSON document."""
     require(actor, Permission.SUBJECT_ACCESS)
+    ensure_owned(subject, organisation)
     if folder.exists():
         raise PolicyError(f"{folder} already exists; export to a new folder")
     now = utcnow()
@@ -133,7 +134,9 @@ def export(
         {
             "image": str(image.id),
             "model": template.model_id,
-            "vector": [round(float(v), 6) for v in template_vector(store.keys, template)],
+            "vector": [
+                round(float(v), 6) for v in template_vector(store.keys, template, subject.id)
+            ],
         }
         for image in subject.images
         for template in image.templates
@@ -160,9 +163,13 @@ def export(
     (folder / "photos").mkdir(parents=True)
     (folder / "alerts").mkdir()
     for image in subject.images:
-        (folder / "photos" / f"{image.id}.jpg").write_bytes(store.files.read(FACE_IMAGE, image.id))
+        (folder / "photos" / f"{image.id}.jpg").write_bytes(
+            store.files.read(FACE_IMAGE, image.id, subject.id)
+        )
     for alert in alerts:
-        (folder / "alerts" / f"{alert.id}.jpg").write_bytes(store.files.read(ALERT_CROP, alert.id))
+        (folder / "alerts" / f"{alert.id}.jpg").write_bytes(
+            store.files.read(ALERT_CROP, alert.id, subject.id)
+        )
     (folder / "subject.json").write_text(json.dumps(document, indent=2) + "\n")
     audit.record(
         session,

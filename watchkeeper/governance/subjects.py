@@ -33,6 +33,7 @@ from watchkeeper.errors import ImageError, PolicyError, WatchlistError
 from watchkeeper.governance import audit
 from watchkeeper.governance.access import (
     Permission,
+    ensure_owned,
     require,
     require_approver,
     short_id,
@@ -152,19 +153,28 @@ def _encode_photo(image: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def template_vector(keys: KeyRing, template: Template) -> np.ndarray:
-    blob = keys.decrypt(template.vector_encrypted, f"template:{template.id}")
+def _template_context(template_id: uuid.UUID, subject_id: uuid.UUID) -> str:
+    """A template is bound to its entry: moved to another one, it no longer decrypts."""
+    return f"template:{template_id}:subject={subject_id}"
+
+
+def template_vector(keys: KeyRing, template: Template, subject_id: uuid.UUID) -> np.ndarray:
+    """The decrypted vector of ``template``, which must belong to entry ``subject_id``."""
+    blob = keys.decrypt(template.vector_encrypted, _template_context(template.id, subject_id))
     return np.frombuffer(blob, np.float32)
 
 
-def _template(keys: KeyRing, image_id: uuid.UUID, model_id: str, vector: np.ndarray) -> Template:
+def make_template(
+    keys: KeyRing, image: FaceImage, subject_id: uuid.UUID, model_id: str, vector: np.ndarray
+) -> Template:
+    """A template row for ``vector``, encrypted and bound to entry ``subject_id``."""
     template_id = uuid.uuid4()
     blob = np.ascontiguousarray(vector, np.float32).tobytes()
     return Template(
         id=template_id,
-        face_image_id=image_id,
+        face_image_id=image.id,
         model_id=model_id,
-        vector_encrypted=keys.encrypt(blob, f"template:{template_id}"),
+        vector_encrypted=keys.encrypt(blob, _template_context(template_id, subject_id)),
     )
 
 
@@ -254,8 +264,8 @@ def enrol(
             height=image.shape[0],
         )
         session.add(face_image)
-        session.add(_template(store.keys, face_image.id, embeddings.model_id, vector))
-        store.write_file(session, FACE_IMAGE, face_image.id, _encode_photo(image))
+        session.add(make_template(store.keys, face_image, subject.id, embeddings.model_id, vector))
+        store.write_file(session, FACE_IMAGE, face_image.id, _encode_photo(image), subject.id)
     session.flush()
     audit.record(
         session,
@@ -286,6 +296,7 @@ def approve(
     """Make a pending (or reinstate a suspended) entry active; never by its creator."""
     now = now or utcnow()
     require_approver(organisation, actor)
+    ensure_owned(subject, organisation)
     if subject.created_by_id == actor.id:
         raise PolicyError("an entry must be approved by someone other than the person who made it")
     if subject.status == SubjectStatus.ACTIVE:
@@ -323,6 +334,7 @@ def renew(
     creator decides, as for approval."""
     now = now or utcnow()
     require_approver(organisation, actor)
+    ensure_owned(subject, organisation)
     if subject.created_by_id == actor.id:
         raise PolicyError("an entry must be renewed by someone other than the person who made it")
     if not reason.strip():
@@ -356,6 +368,7 @@ def suspend(
 ) -> None:
     """Stop searching an entry until it is approved again. ``actor`` None: the system
     (the false-match limit)."""
+    ensure_owned(subject, organisation)
     if actor is not None:
         require(actor, Permission.SUSPEND)
     if subject.status == SubjectStatus.SUSPENDED:
@@ -385,6 +398,7 @@ def restrict(
 ) -> None:
     """Restrict processing at the person's request (kept, never searched), or lift it."""
     require(actor, Permission.SUSPEND)
+    ensure_owned(subject, organisation)
     subject.restricted = restricted
     audit.record(
         session,
@@ -477,6 +491,7 @@ def erase(
 ) -> Removed:
     """Remove everything held about an entry (an erasure request, or an entry withdrawn)."""
     require(actor, Permission.ERASE)
+    ensure_owned(subject, organisation)
     if not reason.strip():
         raise PolicyError("an erasure needs a reason")
     subject_id = subject.id
@@ -516,14 +531,15 @@ def retemplate(
     ).all()
     made = unusable = 0
     for face_image in images:
-        image = decode_image(store.files.read(FACE_IMAGE, face_image.id), f"photo {face_image.id}")
+        photo = store.files.read(FACE_IMAGE, face_image.id, face_image.subject_id)
+        image = decode_image(photo, f"photo {face_image.id}")
         try:
             face = enrolment_face(image, models.detector, models.embedder, models.quality)
         except PhotoRefused:
             unusable += 1
             continue
         vector = models.embedder.embed([face.chip]).vectors[0]
-        session.add(_template(store.keys, face_image.id, model_id, vector))
+        session.add(make_template(store.keys, face_image, face_image.subject_id, model_id, vector))
         made += 1
     session.flush()
     counts = {"templates": made, "unusable_photos": unusable}
@@ -567,10 +583,10 @@ def searchable_gallery(
             Template.model_id == model_id,
         )
     ).all()
-    dim = (rows and len(template_vector(keys, rows[0][0]))) or 0
+    dim = (rows and len(template_vector(keys, *rows[0]))) or 0
     vectors = np.zeros((len(rows), dim), np.float32)
-    for index, (template, _) in enumerate(rows):
-        vectors[index] = template_vector(keys, template)
+    for index, (template, subject_id) in enumerate(rows):
+        vectors[index] = template_vector(keys, template, subject_id)
     gallery = Gallery(model_id, vectors, [str(subject_id) for _, subject_id in rows])
     vectors.fill(0)
     return gallery
@@ -641,4 +657,50 @@ def subject_view(
                 for a in alerts
             ],
         }
+    return view
+
+
+def list_subjects(
+    session: Session,
+    keys: KeyRing,
+    organisation: Organisation,
+    actor: User,
+    status: str | None = None,
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The entries (optionally of one effective status) as staff see them; audited."""
+    now = now or utcnow()
+    require(actor, Permission.VIEW)
+    subjects = session.scalars(
+        select(Subject)
+        .where(Subject.organisation_id == organisation.id)
+        .order_by(Subject.created_at)
+    )
+    views = [
+        subject_view(session, subject, now)
+        for subject in subjects
+        if status is None or effective_status(subject, now) == status
+    ]
+    audit.record(
+        session,
+        keys,
+        organisation.id,
+        actor.name,
+        "subject.list",
+        None,
+        None,
+        status=status,
+        shown=len(views),
+    )
+    return views
+
+
+def show_subject(
+    session: Session, keys: KeyRing, organisation: Organisation, actor: User, subject: Subject
+) -> dict[str, Any]:
+    """Everything staff may see about one entry (never vectors); audited."""
+    require(actor, Permission.VIEW)
+    ensure_owned(subject, organisation)
+    view = subject_view(session, subject, utcnow(), full=True)
+    audit.record(session, keys, organisation.id, actor.name, "subject.view", "subject", subject.id)
     return view

@@ -62,6 +62,9 @@ def create_database_engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Deleted rows (an erased entry's label, reason, incidents) are overwritten with
+        # zeros, not left in free pages, whatever the SQLite build's default.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -97,7 +100,12 @@ def load_key(settings: Settings) -> KeyRing:
 
 
 class EncryptedFiles:
-    """Encrypted blobs in ``<data_dir>/files/<kind>/<id>``, written atomically."""
+    """Encrypted blobs in ``<data_dir>/files/<kind>/<id>``, written atomically.
+
+    Each blob is bound to its kind, its id and its owner (the watchlist entry a
+    photo or snapshot belongs to): a file copied over another, or a row moved to
+    another entry, no longer decrypts.
+    """
 
     def __init__(self, root: Path, keys: KeyRing) -> None:
         self.root = root
@@ -106,20 +114,25 @@ class EncryptedFiles:
     def path(self, kind: str, object_id: uuid.UUID) -> Path:
         return self.root / kind / str(object_id)
 
-    def write(self, kind: str, object_id: uuid.UUID, data: bytes) -> Path:
+    @staticmethod
+    def context(kind: str, object_id: uuid.UUID, owner: uuid.UUID) -> str:
+        return f"{kind}:{object_id}:owner={owner}"
+
+    def write(self, kind: str, object_id: uuid.UUID, data: bytes, owner: uuid.UUID) -> Path:
         path = self.path(kind, object_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.part")
         try:
-            partial.write_bytes(self.keys.encrypt(data, f"{kind}:{object_id}"))
+            partial.write_bytes(self.keys.encrypt(data, self.context(kind, object_id, owner)))
             os.replace(partial, path)
         except OSError:
             partial.unlink(missing_ok=True)
             raise
         return path
 
-    def read(self, kind: str, object_id: uuid.UUID) -> bytes:
-        return self.keys.decrypt(self.path(kind, object_id).read_bytes(), f"{kind}:{object_id}")
+    def read(self, kind: str, object_id: uuid.UUID, owner: uuid.UUID) -> bytes:
+        blob = self.path(kind, object_id).read_bytes()
+        return self.keys.decrypt(blob, self.context(kind, object_id, owner))
 
     def delete(self, kind: str, object_id: uuid.UUID) -> None:
         self.path(kind, object_id).unlink(missing_ok=True)
@@ -184,11 +197,13 @@ class Store:
                     "could not delete %s/%s (%s); the next purge retries", kind, object_id, exc
                 )
 
-    def write_file(self, session: Session, kind: str, object_id: uuid.UUID, data: bytes) -> None:
+    def write_file(
+        self, session: Session, kind: str, object_id: uuid.UUID, data: bytes, owner: uuid.UUID
+    ) -> None:
         """Encrypt ``data`` to ``files/<kind>/<object_id>`` as part of ``session``'s transaction."""
         changes = file_changes(session)
         changes.written.append((kind, object_id))
-        self.files.write(kind, object_id, data)
+        self.files.write(kind, object_id, data, owner)
 
     def remove_file(self, session: Session, kind: str, object_id: uuid.UUID) -> None:
         """Delete ``files/<kind>/<object_id>`` once ``session``'s transaction commits."""
@@ -207,7 +222,9 @@ def open_store(settings: Settings, create: bool = False) -> Store:
     keys = load_key(settings)
     url = database_url(settings)
     if url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Owner only (when created here): labels, reasons and incident descriptions are
+        # plain text in the database; photos, snapshots and templates are encrypted.
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = create_database_engine(url)
     try:
         if create:

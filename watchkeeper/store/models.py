@@ -305,7 +305,10 @@ class Alert(Base):
     camera: Mapped[Camera] = relationship()
     subject: Mapped[Subject] = relationship()
     reviews: Mapped[list[Review]] = relationship(
-        back_populates="alert", cascade="all, delete-orphan", passive_deletes=True
+        back_populates="alert",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Review.created_at",
     )
 
 
