@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.data import MODELS
-from tests.support.shop import PostgresServer, Shop, set_up_shop
+from tests.support.shop import PostgresServer, Shop, Sighting, set_up_shop, sighting_of
 from watchkeeper.config import DetectionConfig, QualityConfig, Settings, load_settings
 from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.models.registry import ModelRegistry
@@ -104,3 +104,16 @@ def face_models(
     yunet: FaceDetector, dlib_embedder: FaceEmbedder, quality: QualityConfig
 ) -> FaceModels:
     return FaceModels(yunet, dlib_embedder, quality)
+
+
+@pytest.fixture(scope="session")
+def sightings(face_models: FaceModels) -> Callable[[str, int], Sighting]:
+    """``sightings(person, index)``: a cached :class:`Sighting` of an LFW photo."""
+    cache: dict[tuple[str, int], Sighting] = {}
+
+    def make(person: str, index: int) -> Sighting:
+        if (person, index) not in cache:
+            cache[person, index] = sighting_of(face_models, person, index)
+        return cache[person, index]
+
+    return make

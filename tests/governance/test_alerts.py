@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -15,11 +14,19 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tests.support.data import lfw_photos
-from tests.support.shop import Shop, Tx, enrol_subject, photos_of, set_up_shop
+from tests.support.shop import (
+    ALERT_THRESHOLD,
+    Shop,
+    Sighting,
+    Tx,
+    enrol_subject,
+    photos_of,
+    record_sighting,
+    set_up_shop,
+)
 from watchkeeper.errors import PolicyError
 from watchkeeper.governance import audit
-from watchkeeper.governance.alerts import probe_vector, record_alert, review
+from watchkeeper.governance.alerts import probe_vector, review
 from watchkeeper.governance.organisation import add_site
 from watchkeeper.governance.subjects import (
     ALERT_CROP,
@@ -30,7 +37,6 @@ from watchkeeper.governance.subjects import (
     searchable_gallery,
     suspend,
 )
-from watchkeeper.matching.watchlist import enrolment_face
 from watchkeeper.store.models import (
     Alert,
     AlertStatus,
@@ -42,39 +48,13 @@ from watchkeeper.store.models import (
     SubjectStatus,
     utcnow,
 )
-from watchkeeper.vision.images import read_image
 
 
-@dataclass(frozen=True)
-class Sighting:
-    """A face chip as a camera would see it, and its embedding."""
-
-    chip: np.ndarray
-    vector: np.ndarray
-    model_id: str
-
-
-THRESHOLD = 0.94
-"""The threshold recorded with test alerts (the score is 0.97)."""
-
-
-@pytest.fixture(scope="module")
-def sighting(face_models: FaceModels) -> Callable[..., Sighting]:
+@pytest.fixture
+def sighting(sightings: Callable[[str, int], Sighting]) -> Callable[..., Sighting]:
     """``sighting(person, index)``: the chip and probe vector of an LFW photo that was not
     used for enrolment (enrolment uses each person's first photos)."""
-    cache: dict[tuple[str, int], Sighting] = {}
-
-    def make(person: str = "Joseph_Biden", index: int = 4) -> Sighting:
-        if (person, index) not in cache:
-            image = read_image(lfw_photos(person)[index])
-            face = enrolment_face(
-                image, face_models.detector, face_models.embedder, face_models.quality
-            )
-            vector = face_models.embedder.embed([face.chip]).vectors[0]
-            cache[person, index] = Sighting(face.chip, vector, face_models.embedder.model_id)
-        return cache[person, index]
-
-    return make
+    return lambda person="Joseph_Biden", index=4: sightings(person, index)
 
 
 def record(
@@ -87,18 +67,8 @@ def record(
     occurred_at: dt.datetime | None = None,
 ) -> Alert | None:
     """Record a match of ``subject_id`` at a camera (the shop's door by default)."""
-    return record_alert(
-        session,
-        shop.store,
-        session.get_one(Camera, camera_id or shop.camera_id),
-        subject_id,
-        score=0.97,
-        threshold=THRESHOLD,
-        model_id=seen.model_id,
-        probe=seen.vector,
-        crop=seen.chip,
-        occurred_at=occurred_at,
-    )
+    camera = session.get_one(Camera, camera_id or shop.camera_id)
+    return record_sighting(session, shop, camera, subject_id, seen, occurred_at)
 
 
 def raise_alert(
@@ -174,7 +144,7 @@ def test_a_recorded_alert_is_pending_with_an_encrypted_snapshot_and_an_audit_eve
     assert created.details["camera"] == str(shop.camera_id)
     assert set(created.details) == {"subject", "camera", "score", "threshold", "model"}
     assert created.details["model"] == face_models.embedder.model_id
-    assert sorted(floats_in(created.details)) == sorted([0.97, THRESHOLD])
+    assert sorted(floats_in(created.details)) == sorted([0.97, ALERT_THRESHOLD])
     assert "red cap" not in json.dumps(created.details)
 
 

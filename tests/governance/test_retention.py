@@ -10,18 +10,15 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tests.support.data import lfw_photos
-from tests.support.shop import Shop, Tx, photos_of
+from tests.support.shop import Shop, Sighting, Tx, enrol_in, record_sighting
 from watchkeeper.errors import PolicyError
 from watchkeeper.governance import audit
-from watchkeeper.governance.alerts import record_alert, review
+from watchkeeper.governance.alerts import review
 from watchkeeper.governance.incidents import record_incident
 from watchkeeper.governance.retention import (
     ORPHAN_GRACE,
@@ -34,11 +31,8 @@ from watchkeeper.governance.subjects import (
     FACE_IMAGE,
     FaceModels,
     Removed,
-    approve,
-    enrol,
     erase,
 )
-from watchkeeper.matching.watchlist import enrolment_face
 from watchkeeper.store.models import (
     Alert,
     AuditEvent,
@@ -55,66 +49,12 @@ from watchkeeper.store.models import (
     Template,
     utcnow,
 )
-from watchkeeper.vision.images import read_image
 
 
-@dataclass(frozen=True)
-class Sighting:
-    """A face chip as a camera would see it, and its embedding."""
-
-    chip: np.ndarray
-    vector: np.ndarray
-    model_id: str
-
-
-@pytest.fixture(scope="module")
-def sighting(face_models: FaceModels) -> Callable[..., Sighting]:
+@pytest.fixture
+def sighting(sightings: Callable[[str, int], Sighting]) -> Callable[..., Sighting]:
     """``sighting(person, index)``: the chip and probe vector of an LFW photo."""
-    cache: dict[tuple[str, int], Sighting] = {}
-
-    def make(person: str, index: int = 6) -> Sighting:
-        if (person, index) not in cache:
-            image = read_image(lfw_photos(person)[index])
-            face = enrolment_face(
-                image, face_models.detector, face_models.embedder, face_models.quality
-            )
-            vector = face_models.embedder.embed([face.chip]).vectors[0]
-            cache[person, index] = Sighting(face.chip, vector, face_models.embedder.model_id)
-        return cache[person, index]
-
-    return make
-
-
-def enrol_entry(
-    tx: Tx,
-    shop: Shop,
-    models: FaceModels,
-    person: str,
-    *,
-    photos: int = 1,
-    incidents: list[Incident] | None = None,
-    approve_by: str | None = "carol",
-    now: dt.datetime | None = None,
-    expires_at: dt.datetime | None = None,
-) -> Subject:
-    """Enrol ``person`` (by bob) in ``tx`` and approve it (as at ``now``)."""
-    subject = enrol(
-        tx.session,
-        shop.store,
-        tx.organisation,
-        tx.user("bob"),
-        models,
-        label=person,
-        reason="seen taking goods",
-        incidents=incidents or [tx.incident],
-        photos=photos_of(person, photos),
-        attest_not_child_or_vulnerable=True,
-        expires_at=expires_at,
-        now=now,
-    )
-    if approve_by is not None:
-        approve(tx.session, shop.store.keys, tx.organisation, tx.user(approve_by), subject, now)
-    return subject
+    return lambda person, index=6: sightings(person, index)
 
 
 def own_incident(tx: Tx, shop: Shop, description: str) -> Incident:
@@ -140,18 +80,7 @@ def raise_alert(
     reviewer: str | None = "dave",
 ) -> Alert:
     """A stored alert on ``subject`` at the shop's door, reviewed once by ``reviewer``."""
-    alert = record_alert(
-        tx.session,
-        shop.store,
-        tx.camera,
-        subject.id,
-        score=0.97,
-        threshold=0.94,
-        model_id=seen.model_id,
-        probe=seen.vector,
-        crop=seen.chip,
-        occurred_at=occurred_at,
-    )
+    alert = record_sighting(tx.session, shop, tx.camera, subject.id, seen, occurred_at)
     assert alert is not None
     if reviewer is not None:
         review(tx.session, shop.store, tx.organisation, tx.user(reviewer), alert, Decision.CONFIRM)
@@ -188,7 +117,7 @@ def test_purge_deletes_an_expired_entry_with_everything_it_owns(
     expires_at = now + dt.timedelta(days=10)
     with shop.tx() as tx:
         incident = own_incident(tx, shop, "pushed a member of staff at the till")
-        expiring = enrol_entry(
+        expiring = enrol_in(
             tx,
             shop,
             face_models,
@@ -197,7 +126,7 @@ def test_purge_deletes_an_expired_entry_with_everything_it_owns(
             incidents=[incident, tx.incident],
             expires_at=expires_at,
         )
-        kept = enrol_entry(tx, shop, face_models, "Colin_Powell")
+        kept = enrol_in(tx, shop, face_models, "Colin_Powell")
         expiring_alerts = [
             raise_alert(tx, shop, expiring, sighting("Joseph_Biden", index)) for index in (3, 4)
         ]
@@ -277,9 +206,7 @@ def test_alerts_past_the_policy_retention_are_deleted_with_their_files_and_revie
     }
     with shop.tx() as tx:
         tx.organisation.alert_retention_days = retention_days
-        subject = enrol_entry(
-            tx, shop, face_models, "Joseph_Biden", now=now - dt.timedelta(days=60)
-        )
+        subject = enrol_in(tx, shop, face_models, "Joseph_Biden", now=now - dt.timedelta(days=60))
         seen = sighting("Joseph_Biden", 4)
         alerts = {
             name: raise_alert(tx, shop, subject, seen, occurred_at=now - age).id
@@ -318,7 +245,7 @@ def test_erasure_leaves_no_row_and_no_file_about_the_person(
     """The erasure figure: an entry with 5 photos and 3 reviewed alerts is erased, and
     every table that held anything about it, and the files folder, hold nothing."""
     with shop.tx() as tx:
-        subject = enrol_entry(tx, shop, face_models, "Colin_Powell", photos=5)
+        subject = enrol_in(tx, shop, face_models, "Colin_Powell", photos=5)
         for index in (5, 6, 7):
             raise_alert(tx, shop, subject, sighting("Colin_Powell", index))
         subject_id = subject.id
@@ -383,7 +310,7 @@ def test_unowned_files_older_than_the_grace_period_are_removed(
     grace period; younger ones may belong to a transaction still running and stay;
     files owned by a photo or alert always stay."""
     with shop.tx() as tx:
-        subject = enrol_entry(tx, shop, face_models, "Joseph_Biden")
+        subject = enrol_in(tx, shop, face_models, "Joseph_Biden")
         alert = raise_alert(tx, shop, subject, sighting("Joseph_Biden", 4), reviewer=None)
         image_id, alert_id, subject_id = subject.images[0].id, alert.id, subject.id
     old = time.time() - grace.total_seconds() - 60
@@ -433,7 +360,7 @@ def test_the_retention_sweeper_purges_expired_entries_in_the_background(
     caplog.set_level(logging.INFO, logger="watchkeeper.governance.retention")
     past = utcnow() - dt.timedelta(days=2)
     with shop.tx() as tx:
-        expired = enrol_entry(
+        expired = enrol_in(
             tx,
             shop,
             face_models,
@@ -444,7 +371,7 @@ def test_the_retention_sweeper_purges_expired_entries_in_the_background(
         raise_alert(
             tx, shop, expired, sighting("Joseph_Biden", 4), occurred_at=past + dt.timedelta(hours=1)
         )
-        current = enrol_entry(tx, shop, face_models, "Colin_Powell")
+        current = enrol_in(tx, shop, face_models, "Colin_Powell")
         expired_id, current_id = expired.id, current.id
         current_file = f"{FACE_IMAGE}/{current.images[0].id}"
     assert len(files(shop)) == 3
@@ -490,7 +417,7 @@ def test_only_managers_and_admins_may_run_the_sweep(shop: Shop, face_models: Fac
     """A person sweeping needs the purge permission; a refused sweep deletes nothing."""
     now = utcnow()
     with shop.tx() as tx:
-        subject_id = enrol_entry(
+        subject_id = enrol_in(
             tx, shop, face_models, "Joseph_Biden", expires_at=now + dt.timedelta(days=1)
         ).id
     later = now + dt.timedelta(days=2)

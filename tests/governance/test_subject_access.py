@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -16,23 +15,19 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.data import MODELS, lfw_photos
-from tests.support.shop import Shop, Tx, photos_of, set_up_shop
+from tests.support.shop import Shop, Sighting, Tx, enrol_in, record_sighting, set_up_shop
 from watchkeeper.errors import NotFoundError, PolicyError, WatchlistError
 from watchkeeper.governance import access
-from watchkeeper.governance.alerts import record_alert, review
+from watchkeeper.governance.alerts import review
 from watchkeeper.governance.subject_access import Hit, export, search
 from watchkeeper.governance.subjects import (
     FaceModels,
-    approve,
-    enrol,
     restrict,
     suspend,
     template_vector,
 )
-from watchkeeper.matching.watchlist import enrolment_face
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.store.models import Alert, AuditEvent, Decision, Subject, utcnow
-from watchkeeper.vision.images import read_image
 
 THRESHOLD = ModelRegistry(MODELS).spec("dlib-resnet-v1").calibration.threshold_for(1)
 """The calibrated threshold the command line uses for subject access searches."""
@@ -42,31 +37,10 @@ ENROLLED = "Colin_Powell"
 (index 5) and camera sightings (indices 6 and 7)."""
 
 
-@dataclass(frozen=True)
-class Sighting:
-    """A face chip as a camera would see it, and its embedding."""
-
-    chip: np.ndarray
-    vector: np.ndarray
-    model_id: str
-
-
-@pytest.fixture(scope="module")
-def sighting(face_models: FaceModels) -> Callable[..., Sighting]:
+@pytest.fixture
+def sighting(sightings: Callable[[str, int], Sighting]) -> Callable[..., Sighting]:
     """``sighting(person, index)``: the chip and probe vector of an LFW photo."""
-    cache: dict[tuple[str, int], Sighting] = {}
-
-    def make(person: str = ENROLLED, index: int = 6) -> Sighting:
-        if (person, index) not in cache:
-            image = read_image(lfw_photos(person)[index])
-            face = enrolment_face(
-                image, face_models.detector, face_models.embedder, face_models.quality
-            )
-            vector = face_models.embedder.embed([face.chip]).vectors[0]
-            cache[person, index] = Sighting(face.chip, vector, face_models.embedder.model_id)
-        return cache[person, index]
-
-    return make
+    return lambda person=ENROLLED, index=6: sightings(person, index)
 
 
 def own_photo(person: str = ENROLLED, index: int = 5) -> bytes:
@@ -74,51 +48,16 @@ def own_photo(person: str = ENROLLED, index: int = 5) -> bytes:
 
 
 def enrol_entry(
-    tx: Tx,
-    shop: Shop,
-    models: FaceModels,
-    person: str = ENROLLED,
-    *,
-    photos: int = 1,
-    approve_by: str | None = "carol",
-    now: dt.datetime | None = None,
-    expires_at: dt.datetime | None = None,
+    tx: Tx, shop: Shop, models: FaceModels, person: str = ENROLLED, **options: object
 ) -> Subject:
-    """Enrol ``person`` (by bob) in ``tx`` and approve it (as at ``now``)."""
-    subject = enrol(
-        tx.session,
-        shop.store,
-        tx.organisation,
-        tx.user("bob"),
-        models,
-        label=f"{person} (entry label)",
-        reason="seen taking goods",
-        incidents=[tx.incident],
-        photos=photos_of(person, photos),
-        attest_not_child_or_vulnerable=True,
-        expires_at=expires_at,
-        now=now,
-    )
-    if approve_by is not None:
-        approve(tx.session, shop.store.keys, tx.organisation, tx.user(approve_by), subject, now)
-    return subject
+    """:func:`enrol_in` with a label that differs from the person's name."""
+    return enrol_in(tx, shop, models, person, label=f"{person} (entry label)", **options)  # type: ignore[arg-type]
 
 
 def raise_alert(
     tx: Tx, shop: Shop, subject: Subject, seen: Sighting, occurred_at: dt.datetime | None = None
 ) -> Alert:
-    alert = record_alert(
-        tx.session,
-        shop.store,
-        tx.camera,
-        subject.id,
-        score=0.97,
-        threshold=0.94,
-        model_id=seen.model_id,
-        probe=seen.vector,
-        crop=seen.chip,
-        occurred_at=occurred_at,
-    )
+    alert = record_sighting(tx.session, shop, tx.camera, subject.id, seen, occurred_at)
     assert alert is not None
     return alert
 

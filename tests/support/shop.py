@@ -3,31 +3,38 @@ wheel) with one organisation set up as a small shop chain, for governance tests.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pgserver
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tests.support.data import lfw_photos
+from watchkeeper.governance.alerts import record_alert
 from watchkeeper.governance.incidents import record_incident
 from watchkeeper.governance.organisation import add_camera, add_site, add_user, create_organisation
 from watchkeeper.governance.subjects import EnrolmentPhoto, FaceModels, approve, enrol
+from watchkeeper.matching.watchlist import enrolment_face
 from watchkeeper.store.database import Store, create_database_engine, upgrade_schema
 from watchkeeper.store.models import (
+    Alert,
     Camera,
     Incident,
     IncidentCategory,
     Organisation,
     Role,
     Site,
+    Subject,
     User,
     utcnow,
 )
+from watchkeeper.vision.images import read_image
 
 TEMPLATE_DATABASE = "watchkeeper_template"
 """Migrated once per test session; each test's database is a copy of it."""
@@ -151,6 +158,42 @@ TWO_FACE_PHOTOS = {"Joseph_Biden_0002.jpg"}
 """LFW photos in which the gate finds two usable faces (refused for enrolment)."""
 
 
+def enrol_in(
+    tx: Tx,
+    shop: Shop,
+    models: FaceModels,
+    person: str,
+    *,
+    photos: int = 1,
+    approve_by: str | None = "carol",
+    label: str | None = None,
+    incidents: list[Incident] | None = None,
+    now: dt.datetime | None = None,
+    expires_at: dt.datetime | None = None,
+    **options: object,
+) -> Subject:
+    """Enrol ``person`` in ``tx`` (by ``bob``, linked to the shop's incident unless
+    ``incidents`` are given) and, unless ``approve_by`` is None, approve it as at ``now``."""
+    subject = enrol(
+        tx.session,
+        shop.store,
+        tx.organisation,
+        tx.user("bob"),
+        models,
+        label=label or person,
+        reason="seen taking goods",
+        incidents=incidents or [tx.incident],
+        photos=photos_of(person, photos),
+        attest_not_child_or_vulnerable=True,
+        expires_at=expires_at,
+        now=now,
+        **options,  # type: ignore[arg-type]
+    )
+    if approve_by is not None:
+        approve(tx.session, shop.store.keys, tx.organisation, tx.user(approve_by), subject, now)
+    return subject
+
+
 def enrol_subject(
     shop: Shop,
     models: FaceModels,
@@ -160,22 +203,53 @@ def enrol_subject(
     label: str | None = None,
     **options: object,
 ) -> uuid.UUID:
-    """Enrol ``person`` (by ``bob``, linked to the shop's incident) and, unless
-    ``approve_by`` is None, approve it; return the subject id."""
+    """:func:`enrol_in` in a transaction of its own; the subject id."""
     with shop.tx() as tx:
-        subject = enrol(
-            tx.session,
-            shop.store,
-            tx.organisation,
-            tx.user("bob"),
-            models,
-            label=label or person,
-            reason="seen taking goods",
-            incidents=[tx.incident],
-            photos=photos_of(person, photos),
-            attest_not_child_or_vulnerable=True,
-            **options,  # type: ignore[arg-type]
-        )
-        if approve_by is not None:
-            approve(tx.session, shop.store.keys, tx.organisation, tx.user(approve_by), subject)
-        return subject.id
+        return enrol_in(
+            tx, shop, models, person, photos=photos, approve_by=approve_by, label=label, **options
+        ).id  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A face chip as a camera would see it, and its embedding."""
+
+    chip: np.ndarray
+    vector: np.ndarray
+    model_id: str
+
+
+def sighting_of(models: FaceModels, person: str, index: int) -> Sighting:
+    """The chip and probe vector of LFW photo ``index`` of ``person``."""
+    image = read_image(lfw_photos(person)[index])
+    face = enrolment_face(image, models.detector, models.embedder, models.quality)
+    vector = models.embedder.embed([face.chip]).vectors[0]
+    return Sighting(face.chip, vector, models.embedder.model_id)
+
+
+ALERT_SCORE = 0.97
+ALERT_THRESHOLD = 0.94
+"""The score and threshold recorded with test alerts."""
+
+
+def record_sighting(
+    session: Session,
+    shop: Shop,
+    camera: Camera,
+    subject_id: uuid.UUID,
+    seen: Sighting,
+    occurred_at: dt.datetime | None = None,
+) -> Alert | None:
+    """Record a match of ``subject_id`` seen at ``camera``, as live matching does."""
+    return record_alert(
+        session,
+        shop.store,
+        camera,
+        subject_id,
+        score=ALERT_SCORE,
+        threshold=ALERT_THRESHOLD,
+        model_id=seen.model_id,
+        probe=seen.vector,
+        crop=seen.chip,
+        occurred_at=occurred_at,
+    )
