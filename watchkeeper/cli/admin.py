@@ -13,6 +13,7 @@ from watchkeeper.cli.records import (
     OrganisationOption,
     UserOption,
     cli_errors,
+    emit_fields,
     emit_json,
     emit_table,
     governed,
@@ -275,9 +276,7 @@ def policy_show(
     if as_json:
         emit_json(policy)
     else:
-        emit_table(
-            "Policy", [{"setting": k, "value": v} for k, v in policy.items()], ["setting", "value"]
-        )
+        emit_fields("Policy", policy, name="setting")
 
 
 @policy_app.command("set")

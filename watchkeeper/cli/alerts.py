@@ -13,6 +13,7 @@ from watchkeeper.cli.records import (
     OrganisationOption,
     UserOption,
     cli_errors,
+    emit_fields,
     emit_json,
     emit_table,
     governed,
@@ -74,11 +75,7 @@ def alerts_show(
         emit_json(view)
         return
     reviews = view.pop("reviews")
-    emit_table(
-        f"Alert {view['id']}",
-        [{"field": k, "value": v} for k, v in view.items()],
-        ["field", "value"],
-    )
+    emit_fields(f"Alert {view['id']}", view)
     emit_table("Reviews", reviews, ["user", "decision", "at", "note"])
 
 

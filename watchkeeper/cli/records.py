@@ -131,6 +131,11 @@ def emit_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str
     stdout.print(table)
 
 
+def emit_fields(title: str, fields: dict[str, Any], name: str = "field") -> None:
+    """One record as a two-column table: ``name`` and value."""
+    emit_table(title, [{name: k, "value": v} for k, v in fields.items()], [name, "value"])
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"

@@ -14,6 +14,7 @@ from watchkeeper.cli.records import (
     OrganisationOption,
     UserOption,
     cli_errors,
+    emit_fields,
     emit_json,
     emit_table,
     expiry,
@@ -238,11 +239,7 @@ def subjects_show(
         emit_json(view)
         return
     simple = {k: v for k, v in view.items() if not isinstance(v, list) or k == "sites"}
-    emit_table(
-        f"Entry {view['id']}",
-        [{"field": k, "value": v} for k, v in simple.items()],
-        ["field", "value"],
-    )
+    emit_fields(f"Entry {view['id']}", simple)
     emit_table(
         "Incidents", view["incidents"], ["id", "occurred_at", "site", "category", "description"]
     )

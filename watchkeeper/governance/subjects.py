@@ -583,10 +583,11 @@ def searchable_gallery(
             Template.model_id == model_id,
         )
     ).all()
-    dim = (rows and len(template_vector(keys, *rows[0]))) or 0
-    vectors = np.zeros((len(rows), dim), np.float32)
-    for index, (template, subject_id) in enumerate(rows):
-        vectors[index] = template_vector(keys, template, subject_id)
+    vectors = (
+        np.stack([template_vector(keys, template, subject_id) for template, subject_id in rows])
+        if rows
+        else np.zeros((0, 0), np.float32)
+    )
     gallery = Gallery(model_id, vectors, [str(subject_id) for _, subject_id in rows])
     vectors.fill(0)
     return gallery
