@@ -172,7 +172,7 @@ def run(
     mark = time.perf_counter()
     registry = ModelRegistry(settings.models_dir)
     detector = create_detector(settings.detection, registry)
-    embedder = create_embedder(settings.embedder, registry)
+    embedder = create_embedder(settings.embedder, registry, settings.inference)
     model_load = time.perf_counter() - mark
     clock = FaceClock()
     models = FaceModels(

@@ -23,7 +23,15 @@ from tests.support.data import (
 from watchkeeper.config import Settings
 from watchkeeper.matching.gallery import Gallery, ModelMismatchError
 from watchkeeper.models.registry import ModelRegistry
-from watchkeeper.pipeline import MatchEvent, RecognitionPipeline, resolve_threshold
+from watchkeeper.pipeline import (
+    CameraPipeline,
+    FaceAnalyser,
+    Matcher,
+    MatchEvent,
+    resolve_threshold,
+    shots_of,
+)
+from watchkeeper.streaming.engine import RecognitionEngine, analyser_factory
 from watchkeeper.video.sources import open_source
 from watchkeeper.vision.detection import FaceDetector
 from watchkeeper.vision.embedding import FaceEmbedder
@@ -52,38 +60,41 @@ def others_gallery(others: dict) -> Gallery:
     return Gallery.from_templates(others)
 
 
-PipelineFactory = Callable[[Gallery], RecognitionPipeline]
+def scan(
+    clip: Path,
+    gallery: Gallery,
+    embedder: FaceEmbedder,
+    settings: Settings,
+    registry: ModelRegistry,
+    yunet: FaceDetector,
+) -> tuple[list[MatchEvent], CameraPipeline]:
+    """Run ``clip`` through the streaming engine as one camera; its events and pipeline."""
+    pipeline = CameraPipeline(
+        embedder.model_id,
+        Matcher(gallery, resolve_threshold(settings, registry, len(gallery.subjects))),
+        settings.tracking,
+    )
+    engine = RecognitionEngine(
+        analyser_factory(yunet, settings, registry, embedder.layout), embedder, settings.streaming
+    )
+    engine.add_camera("clip", open_source(str(clip), settings.video), pipeline)
+    return [item.event for item in engine.run()], pipeline
 
 
 @pytest.fixture
-def make_pipeline(
-    yunet: FaceDetector, dlib_embedder: FaceEmbedder, settings: Settings, registry: ModelRegistry
-) -> PipelineFactory:
-    def make(gallery: Gallery) -> RecognitionPipeline:
-        return RecognitionPipeline(
-            yunet,
-            dlib_embedder,
-            gallery,
-            settings.quality,
-            settings.tracking,
-            resolve_threshold(settings, registry, len(gallery.subjects)),
-        )
-
-    return make
+def run(
+    dlib_embedder: FaceEmbedder, settings: Settings, registry: ModelRegistry, yunet: FaceDetector
+) -> Callable[[Path, Gallery], tuple[list[MatchEvent], CameraPipeline]]:
+    return lambda clip, gallery: scan(clip, gallery, dlib_embedder, settings, registry, yunet)
 
 
-def scan(clip: Path, pipeline: RecognitionPipeline, settings: Settings) -> list[MatchEvent]:
-    source = open_source(str(clip), settings.video)
-    events = list(pipeline.run(source.frames(), source.continuous))
-    source.close()
-    return events
+Run = Callable[[Path, Gallery], tuple[list[MatchEvent], CameraPipeline]]
 
 
 def test_biden_is_matched_in_the_debate_and_nobody_else_is(
-    full_gallery: Gallery, make_pipeline: PipelineFactory, settings: Settings
+    full_gallery: Gallery, run: Run, settings: Settings
 ) -> None:
-    pipeline = make_pipeline(full_gallery)
-    events = scan(DEBATE, pipeline, settings)
+    events, pipeline = run(DEBATE, full_gallery)
     subjects = [event.subject for event in events]
     assert "Joseph_Biden" in subjects
     # Trump's only LFW photo is 20 years older than the clip: Trump or UNKNOWN,
@@ -100,11 +111,9 @@ def test_biden_is_matched_in_the_debate_and_nobody_else_is(
 
 
 @pytest.mark.parametrize("clip", [CROWD, CORRIDOR, STAGE], ids=["crowd", "corridor", "stage"])
-def test_clips_of_strangers_raise_no_match(
-    clip: Path, others_gallery: Gallery, make_pipeline: PipelineFactory, settings: Settings
-) -> None:
-    pipeline = make_pipeline(others_gallery)
-    assert scan(clip, pipeline, settings) == []
+def test_clips_of_strangers_raise_no_match(clip: Path, others_gallery: Gallery, run: Run) -> None:
+    events, pipeline = run(clip, others_gallery)
+    assert events == []
     # The check means something only if faces were really compared.
     assert pipeline.stats.usable_faces > 0
     assert pipeline.stats.embeddings > 0
@@ -112,24 +121,43 @@ def test_clips_of_strangers_raise_no_match(
 
 
 def test_unknown_tracks_leave_nothing_behind(
-    full_gallery: Gallery, make_pipeline: PipelineFactory, settings: Settings
+    full_gallery: Gallery,
+    yunet: FaceDetector,
+    dlib_embedder: FaceEmbedder,
+    settings: Settings,
+    registry: ModelRegistry,
 ) -> None:
     """After a clip of strangers, no chip or vector survives in the pipeline."""
-    pipeline = make_pipeline(full_gallery)
+    analyser = FaceAnalyser(yunet, dlib_embedder.layout, settings.quality)
+    threshold = resolve_threshold(settings, registry, len(full_gallery.subjects))
+    pipeline = CameraPipeline(
+        dlib_embedder.model_id, Matcher(full_gallery, threshold), settings.tracking
+    )
     source = open_source(str(CORRIDOR), settings.video)
-    chips_seen = []
+    chips_seen, vectors_seen = [], []
+
+    def decide(tracks: list) -> list[MatchEvent]:
+        embeddings = dlib_embedder.embed(shots_of(tracks))
+        vectors_seen.append(embeddings.vectors)
+        return pipeline.decide(tracks, embeddings)
+
     for frame in source.frames():
-        assert pipeline.process(frame) == []
+        assert decide(pipeline.track(analyser.analyse(frame))) == []
         chips_seen += [shot.chip for track in pipeline.tracker.active for shot in track.best_shots]
-    assert pipeline.finish() == []
+    assert decide(pipeline.finish()) == []
     assert pipeline.tracker.active == []
     assert chips_seen, "the corridor clip has usable faces"
     assert all(not chip.any() for chip in chips_seen), "every chip was overwritten"
+    assert any(len(vectors) for vectors in vectors_seen)
+    assert all(not vectors.any() for vectors in vectors_seen), "every vector was overwritten"
 
 
 def test_a_gallery_from_another_model_is_refused(
-    full_gallery: Gallery, yunet: FaceDetector, dlib_embedder: FaceEmbedder, settings: Settings
+    full_gallery: Gallery, dlib_embedder: FaceEmbedder, settings: Settings
 ) -> None:
     foreign = Gallery("sface-2021dec@2021dec", full_gallery.matrix, full_gallery.labels)
     with pytest.raises(ModelMismatchError, match="re-enrol"):
-        RecognitionPipeline(yunet, dlib_embedder, foreign, settings.quality, settings.tracking, 0.9)
+        CameraPipeline(dlib_embedder.model_id, Matcher(foreign, 0.9), settings.tracking)
+    pipeline = CameraPipeline(dlib_embedder.model_id, Matcher(full_gallery, 0.9), settings.tracking)
+    with pytest.raises(ModelMismatchError, match="re-enrol"):
+        pipeline.matcher = Matcher(foreign, 0.9)

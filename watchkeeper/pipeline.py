@@ -1,7 +1,14 @@
-"""From frames to decisions: the only place that knows the whole flow.
+"""From frames to decisions: the stages of recognition for one camera.
 
-    frame -> detect -> quality gate (geometry, then align + sharpness)
-          -> track -> [track ends] -> embed best shots -> match -> decide
+    frame -> detect -> quality gate (geometry, then align + sharpness)      FaceAnalyser
+          -> track                                                         CameraPipeline.track
+          -> [track ends] -> embed best shots -> match -> decide           CameraPipeline.decide
+
+Detection and the gate keep no state between frames, so frames of one camera
+may be analysed by several threads at once; tracking needs the frames in
+order, and embedding is batched across tracks and cameras. The streaming
+engine (:mod:`watchkeeper.streaming`) schedules these stages; this module
+only defines them.
 
 Privacy by construction: a face is held only as a chip inside its track's
 best shots. When a track ends without a match its chips and vectors are
@@ -13,9 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,14 +30,13 @@ from watchkeeper.matching.gallery import Candidate, Gallery, ModelMismatchError
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.tracking.tracker import FaceTracker, Shot, Track
 from watchkeeper.video.sources import Frame
+from watchkeeper.vision.alignment import ChipLayout
 from watchkeeper.vision.detection import FaceDetector
-from watchkeeper.vision.embedding import Embeddings, FaceEmbedder
+from watchkeeper.vision.embedding import Embeddings
 from watchkeeper.vision.observation import FaceObservation
 from watchkeeper.vision.quality import gate
 
 log = logging.getLogger(__name__)
-
-STAGES = ("decode", "detect", "quality", "track", "embed", "match")
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class MatchEvent:
 
 @dataclass
 class PipelineStats:
-    """Counts and time spent, for progress displays and benchmarks."""
+    """One camera's counts, for progress displays, summaries and benchmarks."""
 
     frames: int = 0
     """Frames analysed."""
@@ -73,131 +77,153 @@ class PipelineStats:
     matches: int = 0
     embeddings: int = 0
     """Chips embedded (at most best_shots per track)."""
-    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    dropped_frames: int = 0
+    """Frames of a live source discarded unanalysed because analysis fell behind."""
 
 
-class RecognitionPipeline:
-    """Runs the recognition flow for one source."""
+@dataclass
+class AnalysedFrame:
+    """One frame's faces after detection and the quality gate."""
 
-    def __init__(
-        self,
-        detector: FaceDetector,
-        embedder: FaceEmbedder,
-        gallery: Gallery,
-        quality: QualityConfig,
-        tracking: TrackingConfig,
-        threshold: float,
-        top_k: int = 5,
-    ) -> None:
-        if gallery.model_id != embedder.model_id:
-            raise ModelMismatchError(
-                f"watchlist templates come from {gallery.model_id}, the embedder is "
-                f"{embedder.model_id}; re-enrol the watchlist with this model"
-            )
+    frame: Frame
+    faces: list[tuple[FaceObservation, Shot | None]]
+    """Every detected face, with its aligned shot when it passed the gate."""
+    detect_s: float = 0.0
+    quality_s: float = 0.0
+
+
+class FaceAnalyser:
+    """Detection and the quality gate for single frames.
+
+    It keeps no state between frames, so one camera's frames can be analysed
+    in parallel; detectors are not thread-safe, so each thread has its own.
+    """
+
+    def __init__(self, detector: FaceDetector, layout: ChipLayout, quality: QualityConfig) -> None:
         self.detector = detector
-        self.embedder = embedder
-        self.gallery = gallery
+        self.layout = layout
         self.quality = quality
-        self.threshold = threshold
-        self.top_k = top_k
+
+    def analyse(self, frame: Frame) -> AnalysedFrame:
+        started = time.perf_counter()
+        observations = self.detector.detect(frame.image)
+        detected = time.perf_counter()
+        faces = [(obs, self._shot(frame, obs)) for obs in observations]
+        return AnalysedFrame(
+            frame, faces, detect_s=detected - started, quality_s=time.perf_counter() - detected
+        )
+
+    def _shot(self, frame: Frame, observation: FaceObservation) -> Shot | None:
+        report, chip = gate(frame.image, observation, self.layout, self.quality)
+        if not report.kept or chip is None:
+            return None
+        return Shot(chip=chip, quality=report.score, timestamp=frame.timestamp)
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """What a camera's tracks are decided against. Replaced whole (never mutated)
+    when the watchlist is reloaded, so a decision sees one consistent version."""
+
+    gallery: Gallery
+    threshold: float
+    """Cosine similarity a track's fused score must reach to be a match."""
+    top_k: int = 5
+
+
+class CameraPipeline:
+    """One camera's state: its tracker, the watchlist it searches and its counts.
+
+    :meth:`track` must see the camera's frames in order; :meth:`decide` may
+    run in another thread (the tracks it gets have left the tracker).
+    """
+
+    def __init__(self, model_id: str, matcher: Matcher, tracking: TrackingConfig) -> None:
+        self.model_id = model_id
         self.tracker = FaceTracker(tracking)
         self.stats = PipelineStats()
+        self._matcher = matcher
+        self.matcher = matcher
 
-    @contextmanager
-    def _timed(self, stage: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stats.stage_seconds[stage] += time.perf_counter() - started
+    @property
+    def matcher(self) -> Matcher:
+        return self._matcher
 
-    def process(self, frame: Frame, continuous: bool = True) -> list[MatchEvent]:
-        """Analyse one frame; return the matches of tracks that ended.
+    @matcher.setter
+    def matcher(self, matcher: Matcher) -> None:
+        if matcher.gallery.model_id != self.model_id:
+            raise ModelMismatchError(
+                f"watchlist templates come from {matcher.gallery.model_id}, the embedder is "
+                f"{self.model_id}; re-enrol the watchlist with this model"
+            )
+        self._matcher = matcher
+
+    def track(self, analysed: AnalysedFrame, continuous: bool = True) -> list[Track]:
+        """Add one analysed frame; return the tracks that ended.
 
         ``continuous=False`` treats the frame as an unrelated picture: its
         faces are decided at once instead of being tracked into the next one.
         """
         self.stats.frames += 1
-        with self._timed("detect"):
-            observations = self.detector.detect(frame.image)
-        self.stats.faces += len(observations)
-        with self._timed("quality"):
-            faces = [(obs, self._shot(frame, obs)) for obs in observations]
-        self.stats.usable_faces += sum(shot is not None for _, shot in faces)
-        with self._timed("track"):
-            ended = self.tracker.update(frame.timestamp, faces)
-            if not continuous:
-                ended += self.tracker.finish()
-        return self._decide(ended, frame.name if not continuous else None)
+        self.stats.faces += len(analysed.faces)
+        self.stats.usable_faces += sum(shot is not None for _, shot in analysed.faces)
+        ended = self.tracker.update(analysed.frame.timestamp, analysed.faces)
+        if not continuous:
+            ended += self.tracker.finish()
+        return ended
 
-    def finish(self) -> list[MatchEvent]:
-        """End the source: decide every track still open."""
-        return self._decide(self.tracker.finish(), None)
+    def finish(self) -> list[Track]:
+        """End the source: every track still open."""
+        return self.tracker.finish()
 
-    def timed(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        """``frames``, with the time spent waiting for each counted as decoding."""
-        iterator = iter(frames)
-        while True:
-            with self._timed("decode"):
-                frame = next(iterator, None)
-            if frame is None:
-                return
-            yield frame
+    def decide(
+        self, tracks: list[Track], embeddings: Embeddings, image: str | None = None
+    ) -> list[MatchEvent]:
+        """Decide ``tracks`` given the embeddings of their best shots, in order.
 
-    def run(self, frames: Iterable[Frame], continuous: bool = True) -> Iterator[MatchEvent]:
-        """Process a whole source, yielding matches as their tracks end."""
-        for frame in self.timed(frames):
-            yield from self.process(frame, continuous)
-        yield from self.finish()
-
-    def _shot(self, frame: Frame, observation: FaceObservation) -> Shot | None:
-        report, chip = gate(frame.image, observation, self.embedder.layout, self.quality)
-        if not report.kept or chip is None:
-            return None
-        return Shot(chip=chip, quality=report.score, timestamp=frame.timestamp)
-
-    def _decide(self, tracks: list[Track], image: str | None) -> list[MatchEvent]:
-        if not tracks:
-            return []
+        Tracks that match nobody are wiped, and so is ``embeddings``.
+        """
         self.stats.tracks += len(tracks)
-        chips = [shot.chip for track in tracks for shot in track.best_shots]
-        with self._timed("embed"):
-            embeddings = self.embedder.embed(chips)
-        self.stats.embeddings += len(chips)
+        self.stats.embeddings += len(embeddings)
+        matcher = self.matcher
         events = []
         offset = 0
-        with self._timed("match"):
-            for track in tracks:
-                count = len(track.best_shots)
-                shots = Embeddings(embeddings.model_id, embeddings.vectors[offset : offset + count])
-                offset += count
-                weights = np.array([shot.quality for shot in track.best_shots])
-                decision = self.gallery.decide(shots, weights, self.threshold, self.top_k)
-                if decision.subject is None:
-                    track.wipe()
-                    continue
-                probe = weights @ shots.vectors if weights.sum() > 0 else shots.vectors.mean(0)
-                probe = (probe / np.linalg.norm(probe)).astype(np.float32)
-                events.append(
-                    MatchEvent(
-                        track_id=track.id,
-                        subject=decision.subject,
-                        score=decision.score,
-                        start=track.start,
-                        end=track.last_seen,
-                        frames=track.frames,
-                        candidates=decision.candidates,
-                        shots=tuple(shot.chip for shot in track.best_shots),
-                        probe=probe,
-                        image=image,
-                    )
+        for track in tracks:
+            count = len(track.best_shots)
+            shots = Embeddings(embeddings.model_id, embeddings.vectors[offset : offset + count])
+            offset += count
+            weights = np.array([shot.quality for shot in track.best_shots])
+            decision = matcher.gallery.decide(shots, weights, matcher.threshold, matcher.top_k)
+            if decision.subject is None:
+                track.wipe()
+                continue
+            probe = weights @ shots.vectors if weights.sum() > 0 else shots.vectors.mean(0)
+            probe = (probe / np.linalg.norm(probe)).astype(np.float32)
+            events.append(
+                MatchEvent(
+                    track_id=track.id,
+                    subject=decision.subject,
+                    score=decision.score,
+                    start=track.start,
+                    end=track.last_seen,
+                    frames=track.frames,
+                    candidates=decision.candidates,
+                    shots=tuple(shot.chip for shot in track.best_shots),
+                    probe=probe,
+                    image=image,
                 )
-                track.best_shots.clear()
+            )
+            track.best_shots.clear()
         embeddings.vectors.fill(0)
         self.stats.matches += len(events)
         for event in events:
             log.debug("track %d matched %s (%.3f)", event.track_id, event.subject, event.score)
         return events
+
+
+def shots_of(tracks: list[Track]) -> list[np.ndarray]:
+    """The chips :meth:`CameraPipeline.decide` needs embedded for ``tracks``, in order."""
+    return [shot.chip for track in tracks for shot in track.best_shots]
 
 
 def resolve_threshold(settings: Settings, registry: ModelRegistry, watchlist_size: int) -> float:

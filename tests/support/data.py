@@ -7,8 +7,11 @@ to use another place. They are read in place, never copied into the project.
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import av
@@ -23,7 +26,7 @@ from watchkeeper.vision.images import read_image
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("WATCHKEEPER_SHARED", REPO.parent / "shared")).resolve()
-MODELS = SHARED / "models"
+SHARED_MODELS = SHARED / "models"
 LFW = SHARED / "eval" / "data" / "lfw-deepfunneled"
 VIDEO = SHARED / "eval" / "video"
 
@@ -32,11 +35,25 @@ CORRIDOR = VIDEO / "intel_face_demographics_walking_and_pause.gif"
 DEBATE = VIDEO / "debate_2020_biden_trump_cspan2.mp4"
 STAGE = VIDEO / "white_house_2009_poetry_jam_clip.mp4"
 
-if not (MODELS.is_dir() and LFW.is_dir() and VIDEO.is_dir()):
+if not (SHARED_MODELS.is_dir() and LFW.is_dir() and VIDEO.is_dir()):
     raise pytest.UsageError(
         f"test data not found at {SHARED}: the tests need the shared folder (models, "
         "eval/data/lfw-deepfunneled, eval/video) beside the checkout, or WATCHKEEPER_SHARED"
     )
+
+
+def _working_models_folder() -> Path:
+    """The models folder of this test run: links to the shared model files, beside which
+    Watchkeeper caches what it builds from models (the ONNX conversion of dlib's
+    embedder), so that nothing is ever written into the shared folder."""
+    folder = Path(tempfile.mkdtemp(prefix="watchkeeper-test-models-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    for file in SHARED_MODELS.iterdir():
+        (folder / file.name).symlink_to(file)
+    return folder
+
+
+MODELS = _working_models_folder()
 
 
 def lfw_photos(name: str) -> list[Path]:

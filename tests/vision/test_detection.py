@@ -99,3 +99,14 @@ def test_a_frame_without_faces_gives_none(
 ) -> None:
     detector = create_detector(DetectionConfig(backend=backend), registry)
     assert detector.detect(np.full(shape, 128, np.uint8)) == []
+
+
+@pytest.mark.parametrize(
+    ("backend", "configured", "width"),
+    [("yunet", None, 960), ("hog", None, 1280), ("yunet", 1920, 1920), ("hog", 640, 640)],
+)
+def test_detection_width_defaults_to_what_each_detector_needs(
+    registry: ModelRegistry, backend: str, configured: int | None, width: int
+) -> None:
+    detector = create_detector(DetectionConfig(backend=backend, max_width=configured), registry)
+    assert detector.width == width

@@ -1,12 +1,22 @@
 """The `watchkeeper` command line; each sub-module adds its commands to the app."""
 
-from watchkeeper.cli import admin, alerts, evaluation, models, privacy, scan, watchlist
+from watchkeeper.cli import (
+    admin,
+    alerts,
+    bench,
+    evaluation,
+    models,
+    privacy,
+    scan,
+    watchlist,
+)
 from watchkeeper.cli.app import app
 
 __all__ = [
     "admin",
     "alerts",
     "app",
+    "bench",
     "evaluation",
     "main",
     "models",

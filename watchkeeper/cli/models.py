@@ -1,9 +1,10 @@
-"""`watchkeeper models`: list, verify and fetch model files."""
+"""`watchkeeper models`: list, verify, fetch and build model files."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,11 +13,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from watchkeeper.cli.app import app, fail, stderr
-from watchkeeper.errors import WatchkeeperError
+from watchkeeper.errors import ModelError, WatchkeeperError
 from watchkeeper.models.fetch import fetch_model
 from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.vision.embedding import converted_model
 
-models_app = typer.Typer(help="Model files: list, verify, fetch.", no_args_is_help=True)
+models_app = typer.Typer(help="Model files: list, verify, fetch, build.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
@@ -131,3 +133,27 @@ def models_fetch(
     except WatchkeeperError as exc:
         raise fail(exc) from None
     sys.stdout.write(f"{name} saved to {path} (sha256 verified)\n")
+
+
+@models_app.command("build")
+def models_build(
+    ctx: typer.Context,
+    name: Annotated[
+        str, typer.Argument(help="Registry name of a dlib embedder.")
+    ] = "dlib-resnet-v1",
+) -> None:
+    """Convert a dlib embedder to ONNX in the models folder (otherwise done on first use);
+    the result must match its pinned checksum. Nothing is downloaded."""
+    try:
+        settings = ctx.obj.settings()
+        registry = ModelRegistry(settings.models_dir)
+        spec = registry.spec(name)
+        if spec.onnx_sha256 is None:
+            raise ModelError(f"model {name!r} has no ONNX conversion")
+        with stderr.status(f"converting {name} to ONNX", spinner="dots"):
+            built = converted_model(spec, registry)
+    except WatchkeeperError as exc:
+        raise fail(exc) from None
+    if not isinstance(built, Path):
+        raise fail(ModelError(f"cannot write the conversion into {settings.models_dir}"))
+    sys.stdout.write(f"{name} converted to {built} (sha256 {spec.onnx_sha256} verified)\n")

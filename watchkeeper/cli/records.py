@@ -96,7 +96,7 @@ def face_models(settings: Settings) -> FaceModels:
     registry = ModelRegistry(settings.models_dir)
     return FaceModels(
         create_detector(settings.detection, registry),
-        create_embedder(settings.embedder, registry),
+        create_embedder(settings.embedder, registry, settings.inference),
         settings.quality,
     )
 

@@ -19,8 +19,16 @@ from watchkeeper.governance.live import CameraWatchlist
 from watchkeeper.governance.retention import RetentionSweeper
 from watchkeeper.matching.watchlist import load_watchlist_folder
 from watchkeeper.models.registry import ModelRegistry
-from watchkeeper.pipeline import MatchEvent, PipelineStats, RecognitionPipeline, resolve_threshold
+from watchkeeper.pipeline import (
+    CameraPipeline,
+    Matcher,
+    MatchEvent,
+    PipelineStats,
+    resolve_threshold,
+)
 from watchkeeper.store.database import Store, open_store
+from watchkeeper.streaming.engine import CameraEvent, RecognitionEngine, analyser_factory
+from watchkeeper.streaming.timing import StageTimings
 from watchkeeper.video.sources import SourceSpec, open_source
 from watchkeeper.vision.detection import create_detector
 from watchkeeper.vision.embedding import create_embedder
@@ -64,7 +72,9 @@ def match_record(event: MatchEvent) -> dict[str, Any]:
     return record
 
 
-def summary_record(stats: PipelineStats, seconds: float, decoded: int) -> dict[str, Any]:
+def summary_record(
+    stats: PipelineStats, seconds: float, decoded: int, dropped: int, timings: StageTimings
+) -> dict[str, Any]:
     return {
         "type": "summary",
         "frames": stats.frames,
@@ -76,7 +86,11 @@ def summary_record(stats: PipelineStats, seconds: float, decoded: int) -> dict[s
         "decoded_frames": decoded,
         "usable_faces": stats.usable_faces,
         "embeddings": stats.embeddings,
-        "stage_seconds": {k: round(v, 3) for k, v in stats.stage_seconds.items()},
+        "dropped_frames": dropped,
+        "stage_seconds": {
+            stage: round(timings.total(stage), 3)
+            for stage in ("decode", "detect", "quality", "track", "embed_batch", "match")
+        },
     }
 
 
@@ -163,7 +177,7 @@ def scan(
         settings = ctx.obj.settings(**overrides)
         registry = ModelRegistry(settings.models_dir)
         face_detector = create_detector(settings.detection, registry)
-        face_embedder = create_embedder(settings.embedder, registry)
+        face_embedder = create_embedder(settings.embedder, registry, settings.inference)
         SourceSpec.parse(source)  # a missing file fails before the watchlist is enrolled
         if db:
             store = open_store(settings)
@@ -191,25 +205,28 @@ def scan(
             store.close()
         raise fail(exc) from None
     log.info(
-        "%s: %d subjects, %d templates; detector %s; embedder %s; threshold %.3f",
+        "%s: %d subjects, %d templates; detector %s; embedder %s on %s; threshold %.3f",
         described,
         len(gallery.subjects),
         len(gallery),
         face_detector.name,
         face_embedder.model_id,
+        face_embedder.runtime,
         match_threshold,
     )
     if not gallery.subjects:
         log.warning("%s has no searchable entries; nothing can match", described)
-    pipeline = RecognitionPipeline(
-        face_detector,
-        face_embedder,
-        gallery,
-        settings.quality,
+    pipeline = CameraPipeline(
+        face_embedder.model_id,
+        Matcher(gallery, match_threshold, settings.matching.top_k),
         settings.tracking,
-        match_threshold,
-        settings.matching.top_k,
     )
+    engine = RecognitionEngine(
+        analyser_factory(face_detector, settings, registry, face_embedder.layout),
+        face_embedder,
+        settings.streaming,
+    )
+    camera_input = engine.add_camera(camera or source, frame_source, pipeline)
     sweeper = RetentionSweeper(store, settings.store.sweep_interval_s).start() if store else None
     failure: WatchkeeperError | None = None
     interrupted = False
@@ -224,55 +241,78 @@ def scan(
         transient=True,
     )
 
-    def handle(events: list[MatchEvent]) -> None:
-        nonlocal match_threshold
-        for event in events:
+    def handle(item: CameraEvent | None) -> None:
+        if item is not None:
+            event = item.event
             record = match_record(event)
             if stored is not None:
-                alert = stored.record(event, match_threshold)
+                alert = stored.record(event, pipeline.matcher.threshold)
                 if alert is None:
-                    continue  # suspended, restricted or expired since the gallery was loaded
+                    return  # suspended, restricted or expired since the gallery was loaded
                 record |= {"alert": alert.alert_id, "label": alert.label}
             if save_matches is not None:
                 save_match(event, save_matches)
             _emit(record, as_json)
         if stored is not None and stored.refresh_due():
-            pipeline.gallery = stored.load()
-            match_threshold = pipeline.threshold = resolve_threshold(
-                settings, registry, len(pipeline.gallery.subjects)
+            refreshed = stored.load()
+            pipeline.matcher = Matcher(
+                refreshed,
+                resolve_threshold(settings, registry, len(refreshed.subjects)),
+                settings.matching.top_k,
             )
 
+    def drain() -> None:
+        """Decide what was already decoded, storing every match even after a failure."""
+        nonlocal failure
+        for item in engine.events():
+            try:
+                handle(item)
+            except WatchkeeperError as exc:
+                failure = failure or exc
+
+    engine.start()
     try:
         with progress:
             task = progress.add_task("scanning", total=frame_source.expected_frames, counts="")
-            for frame in pipeline.timed(frame_source.frames()):
-                handle(pipeline.process(frame, frame_source.continuous))
+            for item in engine.events():
+                handle(item)
                 stats = pipeline.stats
                 elapsed = time.perf_counter() - started
                 progress.update(
                     task,
-                    advance=1,
+                    completed=stats.frames,
                     counts=f"{stats.frames} frames  {stats.faces} faces  "
                     f"{stats.tracks + len(pipeline.tracker.active)} tracks  "
                     f"{stats.frames / elapsed if elapsed else 0:.1f} fps",
                 )
     except KeyboardInterrupt:
         interrupted = True
+        engine.stop()
+        drain()
     except WatchkeeperError as exc:
         failure = exc
-    finally:
-        frame_source.close()
-    try:
-        handle(pipeline.finish())
-    except WatchkeeperError as exc:
-        failure = failure or exc
+        engine.stop()
+        drain()
     finally:
         if sweeper is not None:
             sweeper.stop()
         if store is not None:
             store.close()
+    if isinstance(camera_input.error, WatchkeeperError):
+        failure = failure or camera_input.error
+    elif camera_input.error is not None:
+        raise camera_input.error
     seconds = time.perf_counter() - started
-    _emit(summary_record(pipeline.stats, seconds, frame_source.decoded), as_json)
+    _emit(
+        summary_record(
+            pipeline.stats,
+            seconds,
+            frame_source.decoded,
+            camera_input.queue.dropped,
+            engine.timings,
+        ),
+        as_json,
+    )
     if failure is not None:
         raise fail(failure)
     if interrupted:

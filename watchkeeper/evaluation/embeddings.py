@@ -198,7 +198,7 @@ def _start_worker(settings_json: str) -> None:
     registry = ModelRegistry(settings.models_dir)
     _worker = (
         create_detector(settings.detection, registry),
-        create_embedder(settings.embedder, registry),
+        create_embedder(settings.embedder, registry, settings.inference),
         settings,
     )
 

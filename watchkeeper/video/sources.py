@@ -107,6 +107,9 @@ class FrameSource(ABC):
     #: False when consecutive frames are unrelated pictures (image folders), so
     #: that tracking must not join faces across them.
     continuous: bool = True
+    #: True for sources that do not wait for their reader (cameras, live streams):
+    #: frames that cannot be analysed in time are dropped rather than queued.
+    live: bool = False
 
     def __init__(self, spec: SourceSpec, config: VideoConfig) -> None:
         self.spec = spec

@@ -42,13 +42,20 @@ class FaceDetector(ABC):
 
     name: str
     scheme: LandmarkScheme
+    default_width: int
+    """Detection width when ``max_width`` is not configured (pixels)."""
 
     def __init__(self, config: DetectionConfig) -> None:
         self.config = config
 
+    @property
+    def width(self) -> int:
+        """Frames wider than this are downscaled for detection (pixels)."""
+        return self.config.max_width or self.default_width
+
     def detect(self, image: np.ndarray) -> list[FaceObservation]:
         """Faces in ``image`` (H, W, 3 BGR uint8), coordinates in its own pixels."""
-        scale = min(1.0, self.config.max_width / image.shape[1])
+        scale = min(1.0, self.width / image.shape[1])
         if scale < 1.0:
             size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
             small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
@@ -64,6 +71,7 @@ class FaceDetector(ABC):
 class YuNetDetector(FaceDetector):
     name = "yunet"
     scheme = LandmarkScheme.EYES_NOSE_MOUTH
+    default_width = 960
 
     def __init__(self, model: bytes, config: DetectionConfig) -> None:
         super().__init__(config)
@@ -114,6 +122,7 @@ class DlibHogDetector(FaceDetector):
 
     name = "hog"
     scheme = LandmarkScheme.DLIB5
+    default_width = 1280
 
     def __init__(self, landmarks_path: str, config: DetectionConfig) -> None:
         super().__init__(config)

