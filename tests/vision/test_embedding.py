@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.support.data import lfw_photos
+from watchkeeper.config import InferenceConfig
 from watchkeeper.errors import ModelError
 from watchkeeper.models.registry import InputConvention, ModelRegistry, ModelRole, ModelSpec
 from watchkeeper.vision.alignment import ARCFACE_CHIP, DLIB_CHIP, align
 from watchkeeper.vision.detection import FaceDetector
-from watchkeeper.vision.embedding import FaceEmbedder, OnnxArcFaceEmbedder, create_embedder
+from watchkeeper.vision.embedding import (
+    DlibResNetEmbedder,
+    FaceEmbedder,
+    OnnxArcFaceEmbedder,
+    OnnxDlibEmbedder,
+    converted_model,
+    converted_path,
+    create_embedder,
+    select_providers,
+)
 from watchkeeper.vision.images import read_image
 
 
@@ -163,3 +175,85 @@ input_convention = {{ channel_order = "RGB", mean = 127.5, std = 128.0 }}
     embedder = create_embedder("mine", ModelRegistry(tmp_path))
     assert embedder.model_id == "mine@3"
     assert embedder.embed([np.zeros((112, 112, 3), np.uint8)]).vectors.shape == (1, 64)
+
+
+@pytest.mark.parametrize(
+    ("device", "available", "chosen"),
+    [
+        ("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]),
+        ("auto", ["CPUExecutionProvider"], ["CPUExecutionProvider"]),
+        (
+            "auto",
+            ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        ),
+        (
+            "cuda",
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        ),
+    ],
+)
+def test_execution_providers_follow_the_device_setting(
+    device: str, available: list[str], chosen: list[str]
+) -> None:
+    assert select_providers(device, available) == chosen
+
+
+def test_asking_for_cuda_without_onnxruntime_gpu_is_a_clear_error(registry: ModelRegistry) -> None:
+    with pytest.raises(ModelError, match="install onnxruntime-gpu"):
+        select_providers("cuda", ["CPUExecutionProvider"])
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(ModelError, match="install onnxruntime-gpu"):
+            create_embedder("dlib-resnet-v1", registry, InferenceConfig(device="cuda"))
+
+
+def test_the_onnx_backend_gives_dlibs_vectors_and_says_where_it_runs(
+    yunet: FaceDetector, registry: ModelRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="watchkeeper.vision.embedding"):
+        onnx_embedder = create_embedder("dlib-resnet-v1", registry, InferenceConfig(threads=2))
+    dlib_embedder = create_embedder("dlib-resnet-v1", registry, InferenceConfig(backend="dlib"))
+    assert isinstance(onnx_embedder, OnnxDlibEmbedder)
+    assert isinstance(dlib_embedder, DlibResNetEmbedder)
+    assert onnx_embedder.model_id == dlib_embedder.model_id, "same vector space, same templates"
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("embedder")]
+    assert "CPUExecutionProvider, 2 CPU thread(s)" in line
+    # Chips are BGR like every image in Watchkeeper; both backends must read them alike.
+    chips = chips_of(yunet, "Gray_Davis", 3) + chips_of(yunet, "Laura_Bush", 3)
+    fast, reference = onnx_embedder.embed(chips).vectors, dlib_embedder.embed(chips).vectors
+    assert np.min(np.sum(fast * reference, axis=1)) >= 0.9999
+    swapped = onnx_embedder.embed([np.ascontiguousarray(c[..., ::-1]) for c in chips]).vectors
+    assert np.min(np.sum(swapped * reference, axis=1)) < 0.999, "channel order matters"
+
+
+def test_the_conversion_is_cached_verified_and_rebuilt_when_damaged(tmp_path: Path) -> None:
+    models = ModelRegistry(tmp_path / "models")
+    spec = models.spec("dlib-resnet-v1")
+    built = converted_model(spec, models)
+    assert built == converted_path(spec, models)
+    assert hashlib.sha256(built.read_bytes()).hexdigest() == spec.onnx_sha256
+    stamp = built.stat().st_mtime_ns
+    assert converted_model(spec, models) == built
+    assert built.stat().st_mtime_ns == stamp, "a verified conversion is reused"
+    with built.open("r+b") as handle:  # one flipped byte in the weights
+        handle.seek(built.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    assert converted_model(spec, models) == built
+    assert hashlib.sha256(built.read_bytes()).hexdigest() == spec.onnx_sha256
+
+
+def test_an_unwritable_models_folder_converts_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the models folder should be")
+    models = ModelRegistry(blocker / "models")
+    with caplog.at_level(logging.WARNING):
+        built = converted_model(models.spec("dlib-resnet-v1"), models)
+    assert isinstance(built, bytes)
+    assert hashlib.sha256(built).hexdigest() == models.spec("dlib-resnet-v1").onnx_sha256
+    assert "converting dlib-resnet-v1 to ONNX in memory" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

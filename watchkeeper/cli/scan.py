@@ -205,13 +205,12 @@ def scan(
             store.close()
         raise fail(exc) from None
     log.info(
-        "%s: %d subjects, %d templates; detector %s; embedder %s on %s; threshold %.3f",
+        "%s: %d subjects, %d templates; detector %s; embedder %s; threshold %.3f",
         described,
         len(gallery.subjects),
         len(gallery),
         face_detector.name,
         face_embedder.model_id,
-        face_embedder.runtime,
         match_threshold,
     )
     if not gallery.subjects:

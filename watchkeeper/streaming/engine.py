@@ -86,7 +86,9 @@ class Camera:
     """Why the source ended early (damaged file, stream lost), if it did."""
     finished: bool = False
     """Every frame analysed and every track decided."""
-    started: float = 0.0
+    first_frame: float | None = None
+    """When the source delivered its first frame (``time.monotonic()``): rates are
+    measured from there, not from connection set-up."""
     ended: float | None = None
     # Reorder state: frames are numbered when a worker takes them and tracked in that order.
     _taken: int = 0
@@ -98,7 +100,10 @@ class Camera:
 
     @property
     def analysed_fps(self) -> float:
-        seconds = (self.ended or time.monotonic()) - self.started
+        """Frames analysed per second since the first one arrived."""
+        if self.first_frame is None:
+            return 0.0
+        seconds = (self.ended or time.monotonic()) - self.first_frame
         return self.pipeline.stats.frames / seconds if seconds > 0 else 0.0
 
 
@@ -159,9 +164,7 @@ class RecognitionEngine:
         """Start decoding every camera and the analysis and decision threads."""
         if not self.cameras:
             raise ValueError("no cameras to run")
-        now = time.monotonic()
         for camera in self.cameras:
-            camera.started = now
             thread = threading.Thread(
                 target=self._guard, args=(self._feed, camera), name=f"feed-{camera.name}"
             )
@@ -252,7 +255,10 @@ class RecognitionEngine:
                 if frame is None:
                     break
                 self.timings.add("decode", time.perf_counter() - waited)
-                if not camera.queue.put(Captured(frame, time.monotonic())):
+                arrived = time.monotonic()
+                if camera.first_frame is None:
+                    camera.first_frame = arrived
+                if not camera.queue.put(Captured(frame, arrived)):
                     break
         except Exception as exc:  # the source's own errors end this camera only
             camera.error = exc
