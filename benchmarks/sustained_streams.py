@@ -47,16 +47,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max", type=int, default=6, help="Most streams to try.")
     parser.add_argument("--seconds", type=float, default=40.0, help="Run time per count.")
-    parser.add_argument("--fps", type=float, default=5.0, help="Analysed fps per camera.")
+    parser.add_argument("--fps", type=float, default=5.0, help="Analysed fps to reach per camera.")
+    parser.add_argument(
+        "--sample-fps",
+        type=float,
+        default=5.5,
+        help="Rate asked of the sampler; a little above --fps, because a live stream's "
+        "frames arrive unevenly and the sampler can only pick among them.",
+    )
     parser.add_argument("--latency-ms", type=float, default=1000.0, help="p95 limit.")
     args = parser.parse_args()
     held = 0
     with RtspServer(Path(CROWD), loop=True) as server:
         for cameras in range(1, args.max + 1):
-            result = measure(server.url, cameras, args.seconds, args.fps)
+            result = measure(server.url, cameras, args.seconds, args.sample_fps)
             result["held"] = (
                 not result["errors"]
-                and result["fps_per_camera_min"] >= args.fps * 0.98
+                and result["fps_per_camera_min"] >= args.fps
                 and result["frame_to_decision_p95_ms"] < args.latency_ms
             )
             print(json.dumps(result), flush=True)  # noqa: T201 - a command-line report

@@ -207,6 +207,10 @@ class AvSource(FrameSource):
         self._container = container
         self._stream = container.streams.video[0]
         self._stream.thread_type = "AUTO"
+        if self.live and self.config.analysis_fps > 0:
+            # A sampled live stream need not decode frames that no other frame refers
+            # to (most B-frames): about a fifth less decoding for typical H.264.
+            self._stream.codec_context.skip_frame = "NONREF"
 
     def close(self) -> None:
         if self._container is not None:

@@ -101,6 +101,9 @@ def onnx_session(
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle pool threads would otherwise spin for a while after every batch, taking
+    # cores from decoding and detection running beside them.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         source = str(model) if isinstance(model, Path) else model
         return onnxruntime.InferenceSession(source, options, providers=providers)
