@@ -91,8 +91,9 @@ def test_bench_of_a_live_stream_runs_for_the_given_duration(sandbox: Sandbox) ->
     [camera] = report["streams"]["cameras"]
     assert camera["error"] is None
     assert camera["frames"] > 5
-    # Decoded at the camera's 25 fps, analysed at 5.
-    assert camera["decoded"] >= 3 * camera["frames"]
+    # Decoded at the camera's 25 fps (less the frames nothing refers to, which a stream
+    # sampled this sparsely skips), analysed at 5.
+    assert camera["decoded"] >= 2 * camera["frames"]
     assert "baseline" not in report, "the baseline runs on files only"
 
 

@@ -207,9 +207,12 @@ class AvSource(FrameSource):
         self._container = container
         self._stream = container.streams.video[0]
         self._stream.thread_type = "AUTO"
-        if self.live and self.config.analysis_fps > 0:
-            # A sampled live stream need not decode frames that no other frame refers
-            # to (most B-frames): about a fifth less decoding for typical H.264.
+        rate = float(self._stream.average_rate or 0)
+        if self.live and 0 < self.config.analysis_fps * 4 <= rate:
+            # A live stream sampled at a quarter of its rate or less need not decode the
+            # frames no other frame refers to (most B-frames): about a fifth less
+            # decoding for typical H.264, and at least half the frames remain to
+            # sample from. At higher analysis rates every frame is decoded.
             self._stream.codec_context.skip_frame = "NONREF"
 
     def close(self) -> None:
