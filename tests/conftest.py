@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import Sandbox
 from tests.support.data import MODELS
 from tests.support.shop import PostgresServer, Shop, Sighting, set_up_shop, sighting_of
 from watchkeeper.config import DetectionConfig, QualityConfig, Settings, load_settings
@@ -57,6 +58,15 @@ def isolated_models(tmp_path: Path) -> Path:
     folder = tmp_path / "models"
     shutil.copytree(MODELS, folder)
     return folder
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Sandbox:
+    """A home, temp and working folder of its own for running the `watchkeeper` command."""
+    box = Sandbox(tmp_path / "box")
+    for name in ("cwd", "home", "tmp"):
+        (box.root / name).mkdir(parents=True)
+    return box
 
 
 @pytest.fixture(scope="session")

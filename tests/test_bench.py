@@ -14,14 +14,6 @@ from tests.support.rtsp_server import RtspServer
 STAGES = {"decode", "detect", "quality", "track", "embed", "embed_batch", "match"}
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Sandbox:
-    box = Sandbox(tmp_path / "box")
-    for name in ("cwd", "home", "tmp"):
-        (box.root / name).mkdir(parents=True)
-    return box
-
-
 def bench(sandbox: Sandbox, *args: str) -> dict:
     run = sandbox.run("bench", *args, "--json", timeout=600)
     assert run.code == 0, run.stderr

@@ -25,14 +25,6 @@ SUMMARY_KEYS = {"type", "frames", "faces", "tracks", "matches", "seconds", "fps"
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Sandbox:
-    box = Sandbox(tmp_path / "box")
-    for name in ("cwd", "home", "tmp"):
-        (box.root / name).mkdir(parents=True)
-    return box
-
-
-@pytest.fixture
 def biden_only(tmp_path: Path) -> Path:
     return build_watchlist(tmp_path / "watchlist", ["Joseph_Biden"], photos_per_subject=5)
 

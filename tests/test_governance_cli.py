@@ -68,14 +68,6 @@ AUDIT_HEAD = {"audit_count", "audit_head", "audit_head_mac"}
 """The organisation's columns that change with every audit event."""
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Sandbox:
-    box = Sandbox(tmp_path / "box")
-    for name in ("cwd", "home", "tmp"):
-        (box.root / name).mkdir(parents=True)
-    return box
-
-
 # -- helpers -------------------------------------------------------------------------------
 
 
