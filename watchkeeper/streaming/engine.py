@@ -39,7 +39,7 @@ from watchkeeper.tracking.tracker import Track
 from watchkeeper.video.sources import Frame, FrameSource
 from watchkeeper.vision.alignment import ChipLayout
 from watchkeeper.vision.detection import FaceDetector, create_detector
-from watchkeeper.vision.embedding import FaceEmbedder
+from watchkeeper.vision.embedding import Embeddings, FaceEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,11 @@ class _Decision:
     image: str | None = None
     last: bool = False
     """The camera's final decision: its source has ended."""
+    chips: int = field(init=False)
+    """Shots to embed (the tracks have left the tracker, so this no longer changes)."""
+
+    def __post_init__(self) -> None:
+        self.chips = len(shots_of(self.tracks))
 
 
 @dataclass
@@ -359,13 +364,10 @@ class RecognitionEngine:
                     return None
                 self._decisions_ready.wait(0.5)
             taken = [self._decisions.popleft()]
-            chips = len(shots_of(taken[0].tracks))
-            while self._decisions:
-                more = len(shots_of(self._decisions[0].tracks))
-                if chips + more > self.config.max_batch:
-                    break
+            chips = taken[0].chips
+            while self._decisions and chips + self._decisions[0].chips <= self.config.max_batch:
+                chips += self._decisions[0].chips
                 taken.append(self._decisions.popleft())
-                chips += more
             return taken
 
     def _decide(self) -> None:
@@ -382,11 +384,10 @@ class RecognitionEngine:
                 self.timings.add("embed", elapsed / len(chips))
             offset = 0
             for decision in batch:
-                count = len(shots_of(decision.tracks))
-                part = type(embeddings)(
-                    embeddings.model_id, embeddings.vectors[offset : offset + count].copy()
+                part = Embeddings(
+                    embeddings.model_id, embeddings.vectors[offset : offset + decision.chips]
                 )
-                offset += count
+                offset += decision.chips
                 started = time.perf_counter()
                 events = decision.camera.pipeline.decide(decision.tracks, part, decision.image)
                 if decision.tracks:
