@@ -6,12 +6,19 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.support.cli import Sandbox
-from tests.support.data import MODELS
+from tests.support.data import MODELS, lfw_face_chips
 from tests.support.shop import PostgresServer, Shop, Sighting, set_up_shop, sighting_of
-from watchkeeper.config import DetectionConfig, QualityConfig, Settings, load_settings
+from watchkeeper.config import (
+    DetectionConfig,
+    InferenceConfig,
+    QualityConfig,
+    Settings,
+    load_settings,
+)
 from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.store.crypto import encode_key, generate_key
@@ -44,7 +51,29 @@ def hog(registry: ModelRegistry) -> FaceDetector:
 
 @pytest.fixture(scope="session")
 def dlib_embedder(registry: ModelRegistry) -> FaceEmbedder:
+    """dlib's ResNet on the runtime production picks here (onnxruntime on a CPU machine)."""
     return create_embedder("dlib-resnet-v1", registry)
+
+
+@pytest.fixture(scope="session")
+def dlib_reference(registry: ModelRegistry) -> FaceEmbedder:
+    """dlib's ResNet run by dlib itself: the reference every other runtime must equal."""
+    return create_embedder("dlib-resnet-v1", registry, InferenceConfig(backend="dlib"))
+
+
+LFW_CHIPS = 220
+
+
+@pytest.fixture(scope="session")
+def lfw_chips(yunet: FaceDetector) -> list[np.ndarray]:
+    """Aligned chips of 220 distinct LFW people, one photo each."""
+    return lfw_face_chips(yunet, LFW_CHIPS)
+
+
+@pytest.fixture(scope="session")
+def lfw_reference_vectors(dlib_reference: FaceEmbedder, lfw_chips: list[np.ndarray]) -> np.ndarray:
+    """dlib's own raw descriptors (compute_face_descriptor) of ``lfw_chips``."""
+    return dlib_reference.embed_raw(lfw_chips)
 
 
 @pytest.fixture(scope="session")

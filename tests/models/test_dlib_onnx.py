@@ -11,7 +11,7 @@ import onnx
 import onnxruntime
 import pytest
 
-from tests.support.data import lfw_photos, other_identities
+from tests.support.data import centred_face_chip, lfw_photos
 from watchkeeper.errors import ModelError
 from watchkeeper.models.dlib_onnx import (
     CONVERTER_VERSION,
@@ -26,12 +26,8 @@ from watchkeeper.models.dlib_onnx import (
     read_dlib_resnet,
 )
 from watchkeeper.models.registry import ModelRegistry
-from watchkeeper.vision.alignment import DLIB_CHIP, align
 from watchkeeper.vision.detection import FaceDetector
-from watchkeeper.vision.embedding import FaceEmbedder
-from watchkeeper.vision.images import read_image
 
-CHIPS = 220  # distinct LFW people, one photo each
 BATCH = 32
 
 
@@ -56,17 +52,6 @@ def session(converted: Path) -> onnxruntime.InferenceSession:
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     return onnxruntime.InferenceSession(str(converted), options, providers=["CPUExecutionProvider"])
-
-
-def centred_face_chip(detector: FaceDetector, path: Path) -> np.ndarray | None:
-    """The dlib-aligned BGR chip of the face nearest the photo's centre (LFW's subject)."""
-    image = read_image(path)
-    faces = detector.detect(image)
-    if not faces:
-        return None
-    centre = np.array(image.shape[1::-1]) / 2
-    face = min(faces, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre))
-    return align(image, face, DLIB_CHIP)
 
 
 def onnx_embeddings(session: onnxruntime.InferenceSession, chips: list[np.ndarray]) -> np.ndarray:
@@ -121,21 +106,13 @@ def test_down_sampling_residuals_add_tensors_of_different_shapes(network: DlibRe
 
 
 def test_onnx_embeddings_match_dlib_on_lfw_faces(
-    yunet: FaceDetector,
-    dlib_embedder: FaceEmbedder,
+    lfw_chips: list[np.ndarray],
+    lfw_reference_vectors: np.ndarray,
     session: onnxruntime.InferenceSession,
 ) -> None:
-    chips = []
-    for name in other_identities(CHIPS + 40, exclude=set(), seed=11):
-        chip = centred_face_chip(yunet, lfw_photos(name)[0])
-        if chip is not None:
-            chips.append(chip)
-        if len(chips) == CHIPS:
-            break
-    assert len(chips) == CHIPS
-    expected = dlib_embedder.embed_raw(chips)  # dlib's compute_face_descriptor
+    chips, expected = lfw_chips, lfw_reference_vectors
     actual = onnx_embeddings(session, chips)
-    assert actual.shape == expected.shape == (CHIPS, 128)
+    assert actual.shape == expected.shape == (len(chips), 128) == (220, 128)
     assert actual.dtype == np.float32
     cosine = (actual * expected).sum(1) / (
         np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1)

@@ -20,6 +20,7 @@ import pytest
 
 from watchkeeper.config import QualityConfig
 from watchkeeper.matching.watchlist import PhotoRefused, enrolment_face
+from watchkeeper.vision.alignment import DLIB_CHIP, align
 from watchkeeper.vision.detection import FaceDetector
 from watchkeeper.vision.embedding import Embeddings, FaceEmbedder
 from watchkeeper.vision.images import read_image
@@ -118,3 +119,31 @@ def enrol_identities(
         if len(templates) == count:
             return templates
     raise ValueError(f"only {len(templates)} of {count} identities could be enrolled")
+
+
+def centred_face_chip(detector: FaceDetector, path: Path) -> np.ndarray | None:
+    """The dlib-aligned BGR chip of the face nearest the photo's centre (LFW's subject)."""
+    image = read_image(path)
+    faces = detector.detect(image)
+    if not faces:
+        return None
+    centre = np.array(image.shape[1::-1]) / 2
+    face = min(faces, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre))
+    return align(image, face, DLIB_CHIP)
+
+
+LFW_CHIP_SEED = 11
+
+
+def lfw_face_chips(detector: FaceDetector, count: int) -> list[np.ndarray]:
+    """dlib-aligned chips of ``count`` distinct LFW people (their first photo each, in a
+    seeded order), for comparing runtimes of one network. Draws from ``count + 40``
+    people, since the detector misses a few."""
+    chips = []
+    for name in other_identities(count + 40, exclude=set(), seed=LFW_CHIP_SEED):
+        chip = centred_face_chip(detector, lfw_photos(name)[0])
+        if chip is not None:
+            chips.append(chip)
+        if len(chips) == count:
+            return chips
+    raise ValueError(f"only {len(chips)} of {count} LFW faces were found")

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pgserver
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -54,6 +53,8 @@ class PostgresServer:
     """One PostgreSQL server for the test session, with a database per test."""
 
     def __init__(self, folder: Path) -> None:
+        import pgserver  # only the PostgreSQL tests need the server's wheel
+
         self._server = pgserver.get_server(folder, cleanup_mode="stop")
         self.base_url = self._server.get_uri().replace("postgresql://", "postgresql+psycopg://")
         self._admin = create_database_engine(self.base_url).execution_options(
