@@ -16,6 +16,7 @@ from tests.support.data import lfw_photos
 from watchkeeper.config import InferenceConfig
 from watchkeeper.errors import ModelError
 from watchkeeper.models.registry import InputConvention, ModelRegistry, ModelRole, ModelSpec
+from watchkeeper.vision import embedding
 from watchkeeper.vision.alignment import ARCFACE_CHIP, DLIB_CHIP, align
 from watchkeeper.vision.detection import FaceDetector
 from watchkeeper.vision.embedding import (
@@ -23,6 +24,8 @@ from watchkeeper.vision.embedding import (
     FaceEmbedder,
     OnnxArcFaceEmbedder,
     OnnxDlibEmbedder,
+    Runtime,
+    choose_runtime,
     converted_model,
     converted_path,
     create_embedder,
@@ -200,12 +203,70 @@ def test_execution_providers_follow_the_device_setting(
     assert select_providers(device, available) == chosen
 
 
-def test_asking_for_cuda_without_onnxruntime_gpu_is_a_clear_error(registry: ModelRegistry) -> None:
+CPU_ONLY = ["CPUExecutionProvider"]
+WITH_CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+NO_TORCH, TORCH_CPU, TORCH_CUDA = None, False, True
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "providers", "torch", "chosen"),
+    [
+        ("auto", "auto", CPU_ONLY, NO_TORCH, Runtime("onnxruntime", "cpu")),
+        ("auto", "auto", CPU_ONLY, TORCH_CPU, Runtime("onnxruntime", "cpu")),
+        ("auto", "auto", CPU_ONLY, TORCH_CUDA, Runtime("torch", "cuda")),
+        ("auto", "auto", WITH_CUDA, TORCH_CUDA, Runtime("onnxruntime", "cuda")),
+        ("auto", "cuda", CPU_ONLY, TORCH_CUDA, Runtime("torch", "cuda")),
+        ("auto", "cpu", WITH_CUDA, TORCH_CUDA, Runtime("onnxruntime", "cpu")),
+        ("onnxruntime", "auto", CPU_ONLY, TORCH_CUDA, Runtime("onnxruntime", "cpu")),
+        ("onnxruntime", "cuda", WITH_CUDA, NO_TORCH, Runtime("onnxruntime", "cuda")),
+        ("torch", "auto", WITH_CUDA, TORCH_CUDA, Runtime("torch", "cuda")),
+        ("torch", "auto", CPU_ONLY, TORCH_CPU, Runtime("torch", "cpu")),
+        ("torch", "cpu", CPU_ONLY, TORCH_CUDA, Runtime("torch", "cpu")),
+        ("dlib", "auto", WITH_CUDA, TORCH_CUDA, Runtime("dlib", "cpu")),
+    ],
+)
+def test_the_runtime_follows_the_settings_and_what_is_installed(
+    backend: str, device: str, providers: list[str], torch: bool | None, chosen: Runtime
+) -> None:
+    inference = InferenceConfig(backend=backend, device=device)
+    assert choose_runtime(inference, providers, lambda: torch) == chosen
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "providers", "torch", "message"),
+    [
+        ("auto", "cuda", CPU_ONLY, NO_TORCH, "install onnxruntime-gpu, or PyTorch with CUDA"),
+        ("auto", "cuda", CPU_ONLY, TORCH_CPU, "install onnxruntime-gpu, or PyTorch with CUDA"),
+        ("onnxruntime", "cuda", CPU_ONLY, TORCH_CUDA, "install onnxruntime-gpu"),
+        ("torch", "auto", WITH_CUDA, NO_TORCH, "PyTorch is not installed"),
+        ("torch", "cuda", CPU_ONLY, TORCH_CPU, "PyTorch cannot use a GPU"),
+        ("dlib", "cuda", CPU_ONLY, TORCH_CUDA, "dlib's own code runs on the CPU only"),
+    ],
+)
+def test_a_runtime_that_cannot_be_had_is_a_clear_error(
+    backend: str, device: str, providers: list[str], torch: bool | None, message: str
+) -> None:
+    inference = InferenceConfig(backend=backend, device=device)
+    with pytest.raises(ModelError, match=message):
+        choose_runtime(inference, providers, lambda: torch)
+
+
+def test_pytorch_is_only_imported_where_the_answer_matters() -> None:
+    def probe() -> bool | None:
+        raise AssertionError("PyTorch was probed")
+
+    for inference in (InferenceConfig(device="cpu"), InferenceConfig(backend="onnxruntime")):
+        assert choose_runtime(inference, CPU_ONLY, probe).backend == "onnxruntime"
+    assert choose_runtime(InferenceConfig(), WITH_CUDA, probe) == Runtime("onnxruntime", "cuda")
+
+
+def test_asking_for_cuda_without_a_gpu_runtime_is_a_clear_error(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: CPU_ONLY)
+    monkeypatch.setattr(embedding, "torch_cuda", lambda: None)
     with pytest.raises(ModelError, match="install onnxruntime-gpu"):
-        select_providers("cuda", ["CPUExecutionProvider"])
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        with pytest.raises(ModelError, match="install onnxruntime-gpu"):
-            create_embedder("dlib-resnet-v1", registry, InferenceConfig(device="cuda"))
+        create_embedder("dlib-resnet-v1", registry, InferenceConfig(device="cuda"))
 
 
 def test_the_onnx_backend_gives_dlibs_vectors_and_says_where_it_runs(

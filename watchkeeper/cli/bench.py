@@ -185,7 +185,8 @@ def _print(report: dict[str, Any]) -> None:
     for row in report.get("embedding", []):
         console.print(
             f"embedding batch {row['batch']:>4}: {row['faces_per_s']:.1f} faces/s "
-            f"({row['ms_per_face']:.2f} ms/face)"
+            f"({row['network_passes_per_s']:.1f} network passes/s, "
+            f"{row['ms_per_face']:.3f} ms/face)"
         )
     for row in report["gallery_search"]:
         console.print(

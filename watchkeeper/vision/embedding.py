@@ -17,12 +17,14 @@ carries the id so that nothing compares them by mistake.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import dlib
 import numpy as np
@@ -135,9 +137,7 @@ class FaceEmbedder(ABC):
             return Embeddings(self.model_id, np.zeros((0, self.dim), np.float32))
         if not self.spec.flip_average:
             return Embeddings(self.model_id, normalise_rows(self.embed_raw(chips)))
-        raw = self.embed_raw([*chips, *(mirror(chip) for chip in chips)])
-        plain, mirrored = raw[: len(chips)], raw[len(chips) :]
-        return Embeddings(self.model_id, flip_average(plain, mirrored))
+        return Embeddings(self.model_id, flip_average(*self.embed_raw_with_mirrors(chips)))
 
     @property
     @abstractmethod
@@ -148,6 +148,13 @@ class FaceEmbedder(ABC):
     def embed_raw(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         """The network's own (n, dim) float32 vectors for ``chips``: not normalised,
         no augmentation (evaluation composes these itself)."""
+
+    def embed_raw_with_mirrors(self, chips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw vectors of ``chips`` and of their mirror images, in one batch.
+
+        Backends that can mirror on their device override this."""
+        raw = self.embed_raw([*chips, *(mirror(chip) for chip in chips)])
+        return raw[: len(chips)], raw[len(chips) :]
 
 
 class DlibResNetEmbedder(FaceEmbedder):
@@ -257,6 +264,71 @@ class OnnxArcFaceEmbedder(FaceEmbedder):
         return np.concatenate(parts)[: len(batch)]
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """Which code runs dlib's ResNet, and on what."""
+
+    backend: Literal["onnxruntime", "torch", "dlib"]
+    device: Literal["cpu", "cuda"]
+
+
+def choose_runtime(
+    inference: InferenceConfig, ort_providers: Sequence[str], torch_cuda: Callable[[], bool | None]
+) -> Runtime:
+    """The runtime for dlib's ResNet that ``inference`` asks for, given the providers of
+    the installed onnxruntime and ``torch_cuda()``: None where PyTorch is not installed,
+    else whether it can use a GPU (only called where the answer matters).
+
+    'auto' prefers a GPU (onnxruntime-gpu, then PyTorch), then onnxruntime on the CPU.
+    """
+    backend, device = inference.backend, inference.device
+    if backend == "dlib":
+        if device == "cuda":
+            raise ModelError("dlib's own code runs on the CPU only; use backend 'auto'")
+        return Runtime("dlib", "cpu")
+    if backend == "torch":
+        return _torch_runtime(device, torch_cuda())
+    if backend == "onnxruntime" or device == "cpu":
+        providers = select_providers(device, ort_providers)
+        return Runtime("onnxruntime", "cuda" if providers[0] == CUDA_PROVIDER else "cpu")
+    if CUDA_PROVIDER in ort_providers:
+        return Runtime("onnxruntime", "cuda")
+    if torch_cuda():
+        return Runtime("torch", "cuda")
+    if device == "cuda":
+        raise ModelError(
+            "inference.device is 'cuda' but neither onnxruntime (it offers "
+            f"{', '.join(ort_providers)}) nor PyTorch can use a GPU here; install "
+            "onnxruntime-gpu, or PyTorch with CUDA, to match this machine's CUDA driver"
+        )
+    return Runtime("onnxruntime", "cpu")
+
+
+def _torch_runtime(device: str, cuda: bool | None) -> Runtime:
+    if cuda is None:
+        raise ModelError("inference.backend is 'torch' but PyTorch is not installed")
+    if device == "cuda" and not cuda:
+        raise ModelError("inference.device is 'cuda' but PyTorch cannot use a GPU here")
+    return Runtime("torch", "cuda" if cuda and device != "cpu" else "cpu")
+
+
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU (its driver's control device exists)."""
+    return Path("/dev/nvidiactl").exists()
+
+
+def torch_cuda() -> bool | None:
+    """None where PyTorch is not installed, else whether it can use a GPU. Importing
+    PyTorch takes seconds, so it is only tried where an NVIDIA GPU is present."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    if not gpu_present():
+        return False
+    from watchkeeper.vision.torch_embedding import cuda_available
+
+    return cuda_available()
+
+
 def create_embedder(
     name: str, registry: ModelRegistry, inference: InferenceConfig | None = None
 ) -> FaceEmbedder:
@@ -269,27 +341,38 @@ def create_embedder(
     embedder: FaceEmbedder
     if spec.filename.endswith(".onnx"):
         embedder = OnnxArcFaceEmbedder(spec, registry.verified_bytes(name, spec.role))
-    elif inference.backend == "dlib" or spec.onnx_sha256 is None:
-        if inference.device == "cuda":
-            raise ModelError(f"model {name!r} runs on the GPU only through onnxruntime")
+    elif spec.onnx_sha256 is None:
         embedder = DlibResNetEmbedder(spec, str(registry.verified_path(name, spec.role)))
     else:
-        try:
-            model = converted_model(spec, registry)
-        except ModelError as exc:
-            if inference.backend == "onnxruntime":
-                raise
-            log.warning("%s; falling back to dlib's own (slower) code", exc)
-            embedder = DlibResNetEmbedder(spec, str(registry.verified_path(name, spec.role)))
-        else:
-            embedder = OnnxDlibEmbedder(spec, model, inference)
+        runtime = choose_runtime(inference, onnxruntime.get_available_providers(), torch_cuda)
+        embedder = _dlib_network_embedder(spec, registry, inference, runtime)
     log.info("embedder %s on %s", embedder.model_id, embedder.runtime)
-    if CPU_PROVIDER in embedder.runtime and Path("/dev/nvidiactl").exists():
+    if "CPU" in embedder.runtime and gpu_present() and inference.device != "cpu":
         log.warning(
             "an NVIDIA GPU is present but embeddings run on the CPU: install "
-            "onnxruntime-gpu to use it"
+            "onnxruntime-gpu, or PyTorch with CUDA, to use it"
         )
     return embedder
+
+
+def _dlib_network_embedder(
+    spec: ModelSpec, registry: ModelRegistry, inference: InferenceConfig, runtime: Runtime
+) -> FaceEmbedder:
+    source = str(registry.verified_path(spec.name, spec.role))
+    if runtime.backend == "dlib":
+        return DlibResNetEmbedder(spec, source)
+    if runtime.backend == "torch":
+        from watchkeeper.vision.torch_embedding import TorchDlibEmbedder
+
+        return TorchDlibEmbedder(spec, source, runtime.device, inference)
+    try:
+        model = converted_model(spec, registry)
+    except ModelError as exc:
+        if inference.backend == "onnxruntime":
+            raise
+        log.warning("%s; falling back to dlib's own (slower) code", exc)
+        return DlibResNetEmbedder(spec, source)
+    return OnnxDlibEmbedder(spec, model, inference)
 
 
 def converted_path(spec: ModelSpec, registry: ModelRegistry) -> Path:
