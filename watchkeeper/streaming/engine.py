@@ -30,6 +30,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import cv2
+
 from watchkeeper.config import Settings, StreamingConfig
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import AnalysedFrame, CameraPipeline, FaceAnalyser, MatchEvent, shots_of
@@ -169,6 +171,15 @@ class RecognitionEngine:
         """Start decoding every camera and the analysis and decision threads."""
         if not self.cameras:
             raise ValueError("no cameras to run")
+        cores = os.cpu_count() or 1
+        if self.workers > 1:
+            # The workers already analyse frames in parallel; OpenCV's own thread pool
+            # inside each of them (detection, alignment, quality) would put cores x
+            # workers threads on the cores. On 16 cores that made the quality gate 15
+            # times slower. (A process-wide setting: the engine owns the process's cores.)
+            cv2.setNumThreads(1)
+        for camera in self.cameras:
+            camera.source.limit_decoder_threads(max(1, cores // len(self.cameras)))
         for camera in self.cameras:
             thread = threading.Thread(
                 target=self._guard, args=(self._feed, camera), name=f"feed-{camera.name}"

@@ -116,6 +116,13 @@ class FrameSource(ABC):
         self.config = config
         self.decoded = 0
         """Frames (or images) read so far, analysed or not."""
+        self.decoder_threads = 0
+        """Threads decoding this source (0: the decoder's own choice, one per core)."""
+
+    def limit_decoder_threads(self, threads: int) -> None:
+        """Decode with ``threads`` threads (0: one per core). Call before :meth:`frames`.
+        Many cameras decoding at once each need few: more only add threads and latency."""
+        self.decoder_threads = threads
 
     @property
     def expected_frames(self) -> int | None:
@@ -207,6 +214,7 @@ class AvSource(FrameSource):
         self._container = container
         self._stream = container.streams.video[0]
         self._stream.thread_type = "AUTO"
+        self._stream.codec_context.thread_count = self.decoder_threads
         rate = float(self._stream.average_rate or 0)
         if self.live and 0 < self.config.analysis_fps * 4 <= rate:
             # A live stream sampled at a quarter of its rate or less need not decode the
@@ -214,6 +222,11 @@ class AvSource(FrameSource):
             # decoding for typical H.264, and at least half the frames remain to
             # sample from. At higher analysis rates every frame is decoded.
             self._stream.codec_context.skip_frame = "NONREF"
+
+    def limit_decoder_threads(self, threads: int) -> None:
+        super().limit_decoder_threads(threads)
+        if self._stream is not None:
+            self._stream.codec_context.thread_count = threads
 
     def close(self) -> None:
         if self._container is not None:
