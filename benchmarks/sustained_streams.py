@@ -21,17 +21,19 @@ from tests.support.data import CROWD, MODELS
 from tests.support.rtsp_server import RtspServer
 
 
-def measure(url: str, cameras: int, seconds: float, fps: float) -> dict:
+def measure(url: str, cameras: int, seconds: float, fps: float, processes: int) -> dict:
     command = [
         sys.executable, "-m", "watchkeeper", "--models-dir", str(MODELS), "bench", url,
         "--cameras", str(cameras), "--duration", str(seconds), "--fps", str(fps),
         "--no-baseline", "--embed-seconds", "0", "--gallery-sizes", "1000", "--json",
+        "--processes", str(processes),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     streams = json.loads(done.stdout)["streams"]
     # The first second is connection set-up; rates are over the whole run.
     return {
         "cameras": cameras,
+        "processes": processes,
         "fps_per_camera_min": streams["fps_per_camera_min"],
         "fps_total": streams["fps_total"],
         "dropped": sum(camera["dropped"] for camera in streams["cameras"]),
@@ -58,13 +60,16 @@ def main() -> None:
         help="Rate asked of the sampler; a little above --fps, because a live stream's "
         "frames arrive unevenly and the sampler can only pick among them.",
     )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="Worker processes (streaming.processes)."
+    )
     parser.add_argument("--latency-ms", type=float, default=1000.0, help="p95 limit.")
     args = parser.parse_args()
     held = 0
     with RtspServer(Path(CROWD), loop=True) as server:
         counts = [int(n) for n in args.counts.split(",")] if args.counts else range(1, args.max + 1)
         for cameras in counts:
-            result = measure(server.url, cameras, args.seconds, args.sample_fps)
+            result = measure(server.url, cameras, args.seconds, args.sample_fps, args.processes)
             result["held"] = (
                 not result["errors"]
                 and result["fps_per_camera_min"] >= args.fps

@@ -26,6 +26,7 @@ from watchkeeper.matching.gallery import Gallery
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import CameraPipeline, Matcher
 from watchkeeper.streaming.engine import RecognitionEngine, analyser_factory
+from watchkeeper.streaming.processes import CameraReport, ProcessEngine
 from watchkeeper.streaming.timing import StageTimings
 from watchkeeper.video.sources import open_source
 from watchkeeper.vision.detection import FaceDetector
@@ -82,57 +83,111 @@ def run_streams(
     detector: FaceDetector,
     embedder: FaceEmbedder,
 ) -> dict[str, Any]:
-    """Every source opened ``cameras`` times, all in one engine, until the files end or
-    ``duration_s`` passes (live sources). Per-camera and total figures."""
+    """Every source opened ``cameras`` times, all in one engine (in this process, or
+    shared among ``settings.streaming.processes`` worker processes), until the files
+    end or ``duration_s`` passes (live sources). Per-camera and total figures.
+
+    Rates count from each camera's first frame; with worker processes, CPU time and
+    peak memory add up this process's and every worker's."""
     gallery = random_gallery(embedder.model_id, BENCH_GALLERY_SIZE, embedder.dim)
+    names = [
+        (source, source if cameras == 1 else f"{source}#{copy + 1}")
+        for source in sources
+        for copy in range(cameras)
+    ]
+
+    def pipeline() -> CameraPipeline:
+        return CameraPipeline(embedder.model_id, Matcher(gallery, 1.0), settings.tracking)
+
+    if settings.streaming.processes > 1:
+        engine = ProcessEngine(settings)
+        for source, name in names:
+            engine.add_camera(name, source, pipeline())
+        engine.start()
+        meter = ResourceMeter()
+        _run_for(engine, duration_s, meter)
+        used = meter.read()
+        used["cpu_s"] += sum(worker.cpu_s for worker in engine.usage)
+        used["peak_rss_mib"] += sum(worker.peak_rss_mib for worker in engine.usage)
+        return _stream_figures(
+            engine.reports, engine.timings, used, engine.processes, engine.workers
+        )
     timings = StageTimings()
-    engine = RecognitionEngine(
+    local = RecognitionEngine(
         analyser_factory(detector, settings, registry, embedder.layout),
         embedder,
         settings.streaming,
         timings,
     )
-    for source in sources:
-        for copy in range(cameras):
-            pipeline = CameraPipeline(embedder.model_id, Matcher(gallery, 1.0), settings.tracking)
-            name = source if cameras == 1 else f"{source}#{copy + 1}"
-            engine.add_camera(name, open_source(source, settings.video), pipeline)
+    for source, name in names:
+        local.add_camera(name, open_source(source, settings.video), pipeline())
+    local.start()
     meter = ResourceMeter()
-    engine.start()
+    _run_for(local, duration_s, meter)
+    reports = [
+        CameraReport(
+            camera.name,
+            camera.pipeline.stats,
+            camera.source.decoded,
+            camera.queue.dropped,
+            camera.analysed_fps,
+            camera.first_frame,
+            camera.ended,
+            str(camera.error) if camera.error else None,
+        )
+        for camera in local.cameras
+    ]
+    return _stream_figures(reports, timings, meter.read(), 1, local.workers)
+
+
+def _run_for(
+    engine: RecognitionEngine | ProcessEngine, duration_s: float | None, meter: ResourceMeter
+) -> None:
     for _ in engine.events():
         if duration_s is not None and time.perf_counter() - meter.wall_start >= duration_s:
             engine.stop()
-    used = meter.read()
-    rows = []
-    for camera in engine.cameras:
-        stats = camera.pipeline.stats
-        rows.append(
-            {
-                "camera": camera.name,
-                "frames": stats.frames,
-                "decoded": camera.source.decoded,
-                "dropped": camera.queue.dropped,
-                "faces": stats.faces,
-                "usable_faces": stats.usable_faces,
-                "tracks": stats.tracks,
-                "embedded": stats.embeddings,
-                "fps": round(camera.analysed_fps, 2),
-                "error": str(camera.error) if camera.error else None,
-            }
-        )
+
+
+def _stream_figures(
+    reports: list[CameraReport],
+    timings: StageTimings,
+    used: dict[str, float],
+    processes: int,
+    workers: int,
+) -> dict[str, Any]:
+    rows = [
+        {
+            "camera": report.name,
+            "frames": report.stats.frames,
+            "decoded": report.decoded,
+            "dropped": report.dropped,
+            "faces": report.stats.faces,
+            "usable_faces": report.stats.usable_faces,
+            "tracks": report.stats.tracks,
+            "embedded": report.stats.embeddings,
+            "fps": round(report.analysed_fps, 2),
+            "error": report.error,
+        }
+        for report in reports
+    ]
+    starts = [r.first_frame for r in reports if r.first_frame is not None]
+    ends = [r.ended for r in reports if r.ended is not None]
+    span = max(ends) - min(starts) if starts and ends else used["wall_s"]
     summary = timings.summary()
     frames = sum(row["frames"] for row in rows)
     embedded = sum(row["embedded"] for row in rows)
     latency = summary.get("frame_to_decision")
+    used["cores_busy"] = round(used["cpu_s"] / used["wall_s"], 2) if used["wall_s"] else 0.0
     return {
         "cameras": rows,
-        "workers": engine.workers,
+        "processes": processes,
+        "workers": workers,
         "frames": frames,
         "faces": sum(row["faces"] for row in rows),
         "embedded": embedded,
-        "fps_total": round(frames / used["wall_s"], 2),
+        "fps_total": round(frames / span, 2) if span > 0 else 0.0,
         "fps_per_camera_min": min(row["fps"] for row in rows),
-        "faces_embedded_per_s": round(embedded / used["wall_s"], 2),
+        "faces_embedded_per_s": round(embedded / span, 2) if span > 0 else 0.0,
         "frame_to_decision_p50_ms": round(latency.p50_s * 1e3, 1) if latency else None,
         "frame_to_decision_p95_ms": round(latency.p95_s * 1e3, 1) if latency else None,
         "stages": {stage: s.as_dict() for stage, s in summary.items()},

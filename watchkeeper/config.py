@@ -266,6 +266,16 @@ class StreamingConfig(BaseModel):
         "bounded; a file waits instead, so every frame is analysed. On 2 cores, 4 camera "
         "streams at 5 fps held p95 latency at 0.3 s with 2 and 1.2 s with 4.",
     )
+    processes: int = Field(
+        1,
+        ge=1,
+        description="Worker processes sharing the cameras, each with its own detector, "
+        "embedder and share of the cores; 1 runs everything in this process. One process's "
+        "threads stop scaling at about 8 busy cores (tracking and the glue between stages "
+        "hold Python's GIL): on 16 cores with a GPU, 1 process held 12 live 1080p streams at "
+        "5 fps, 4 held 24 and 8 held 32. Each process loads its own models (about 0.5 GB, "
+        "1.7 GB with PyTorch on a GPU). Used by `watchkeeper bench`.",
+    )
     max_batch: int = Field(
         64,
         ge=1,

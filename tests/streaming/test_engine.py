@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.data import DEBATE, STAGE, enrol_identities, other_identities
+from tests.streaming.conftest import BIDEN_THRESHOLD
+from tests.support.data import DEBATE, STAGE
 from tests.support.sources import PacedClip
 from watchkeeper.config import Settings, StreamingConfig
 from watchkeeper.errors import SourceError
@@ -23,20 +24,6 @@ from watchkeeper.tracking.tracker import Track
 from watchkeeper.video.sources import Frame, FrameSource, open_source
 from watchkeeper.vision.detection import FaceDetector
 from watchkeeper.vision.embedding import FaceEmbedder
-
-
-@pytest.fixture(scope="module")
-def biden_gallery(yunet: FaceDetector, dlib_embedder: FaceEmbedder, settings: Settings) -> Gallery:
-    """Joe Biden (5 photos) and 20 other LFW people."""
-    biden = enrol_identities(["Joseph_Biden"], 1, yunet, dlib_embedder, settings.quality, 5)
-    others = enrol_identities(
-        other_identities(40, {"Joseph_Biden", "Donald_Trump"}),
-        20,
-        yunet,
-        dlib_embedder,
-        settings.quality,
-    )
-    return Gallery.from_templates({**biden, **others})
 
 
 class RecordingPipeline(CameraPipeline):
@@ -92,7 +79,7 @@ def build(
             factory = lambda: SlowAnalyser(base(), delay or (lambda: 0.0), fail_at)  # noqa: E731
         config = StreamingConfig(workers=workers, queue_frames=queue_frames, max_batch=16)
         engine = RecognitionEngine(factory, dlib_embedder, config)
-        matcher = Matcher(biden_gallery, 0.9513)
+        matcher = Matcher(biden_gallery, BIDEN_THRESHOLD)
 
         def add(name: str, source: FrameSource) -> RecordingPipeline:
             pipeline = RecordingPipeline(dlib_embedder.model_id, matcher, settings.tracking)

@@ -57,7 +57,12 @@ def bench(
         int | None, typer.Option(help="Detect on frames downscaled to this width (pixels).")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Analysis threads (default: one per CPU core).")
+        int | None,
+        typer.Option(help="Analysis threads per process (default: its share of the cores)."),
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes sharing the cameras (streaming.processes)."),
     ] = None,
     baseline: Annotated[
         bool,
@@ -86,8 +91,9 @@ def bench(
     overrides: dict[str, Any] = {"video": {"analysis_fps": fps}}
     if detection_width is not None:
         overrides["detection"] = {"max_width": detection_width}
-    if workers is not None:
-        overrides["streaming"] = {"workers": workers}
+    streaming = {"workers": workers, "processes": processes}
+    if any(value is not None for value in streaming.values()):
+        overrides["streaming"] = {k: v for k, v in streaming.items() if v is not None}
     sources = sources or []
     try:
         settings = ctx.obj.settings(**overrides)

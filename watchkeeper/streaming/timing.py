@@ -48,14 +48,28 @@ class StageTimings:
         self._lock = threading.Lock()
 
     def add(self, stage: str, seconds: float) -> None:
+        self.absorb({stage: ([seconds], seconds, 1)})
+
+    def export(self) -> dict[str, tuple[list[float], float, int]]:
+        """Every stage's (recent samples, total seconds, count), to send to another
+        process and :meth:`absorb` there."""
         with self._lock:
-            if stage not in self._samples:
-                self._samples[stage] = deque(maxlen=self._window)
-                self._totals[stage] = 0.0
-                self._counts[stage] = 0
-            self._samples[stage].append(seconds)
-            self._totals[stage] += seconds
-            self._counts[stage] += 1
+            return {
+                stage: (list(samples), self._totals[stage], self._counts[stage])
+                for stage, samples in self._samples.items()
+            }
+
+    def absorb(self, exported: dict[str, tuple[list[float], float, int]]) -> None:
+        """Add another collector's :meth:`export` to this one."""
+        with self._lock:
+            for stage, (samples, total, count) in exported.items():
+                if stage not in self._samples:
+                    self._samples[stage] = deque(maxlen=self._window)
+                    self._totals[stage] = 0.0
+                    self._counts[stage] = 0
+                self._samples[stage].extend(samples)
+                self._totals[stage] += total
+                self._counts[stage] += count
 
     def total(self, stage: str) -> float:
         with self._lock:
