@@ -25,7 +25,7 @@ from watchkeeper.errors import WatchkeeperError
 from watchkeeper.matching.gallery import Gallery
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import CameraPipeline, Matcher
-from watchkeeper.streaming.engine import RecognitionEngine, analyser_factory
+from watchkeeper.streaming.engine import RecognitionEngine
 from watchkeeper.streaming.processes import CameraReport, ProcessEngine
 from watchkeeper.streaming.timing import StageTimings
 from watchkeeper.video.sources import open_source
@@ -113,12 +113,7 @@ def run_streams(
             engine.reports, engine.timings, used, engine.processes, engine.workers
         )
     timings = StageTimings()
-    local = RecognitionEngine(
-        analyser_factory(detector, settings, registry, embedder.layout),
-        embedder,
-        settings.streaming,
-        timings,
-    )
+    local = RecognitionEngine.with_models(settings, registry, detector, embedder, timings)
     for source, name in names:
         local.add_camera(name, open_source(source, settings.video), pipeline())
     local.start()

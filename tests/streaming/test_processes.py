@@ -14,7 +14,7 @@ from watchkeeper.config import Settings
 from watchkeeper.matching.gallery import Gallery
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import CameraPipeline, Matcher
-from watchkeeper.streaming.engine import CameraEvent, RecognitionEngine, analyser_factory
+from watchkeeper.streaming.engine import CameraEvent, RecognitionEngine
 from watchkeeper.streaming.processes import ProcessEngine, WorkerError
 from watchkeeper.video.sources import open_source
 from watchkeeper.vision.detection import FaceDetector
@@ -51,11 +51,10 @@ def test_cameras_in_worker_processes_give_the_threaded_engines_decisions(
     engine = engine_with(settings, biden_gallery, cameras)
     engine.start()
     events = [item for item in engine.events() if item is not None]
-    threaded = RecognitionEngine(
-        analyser_factory(yunet, settings, registry, dlib_embedder.layout),
-        dlib_embedder,
-        settings.streaming.model_copy(update={"workers": 1}),
+    one_thread = settings.model_copy(
+        update={"streaming": settings.streaming.model_copy(update={"workers": 1})}
     )
+    threaded = RecognitionEngine.with_models(one_thread, registry, yunet, dlib_embedder)
     for name, source in cameras.items():
         matcher = Matcher(biden_gallery, BIDEN_THRESHOLD)
         pipeline = CameraPipeline(dlib_embedder.model_id, matcher, settings.tracking)

@@ -27,7 +27,7 @@ from watchkeeper.pipeline import (
     resolve_threshold,
 )
 from watchkeeper.store.database import Store, open_store
-from watchkeeper.streaming.engine import CameraEvent, RecognitionEngine, analyser_factory
+from watchkeeper.streaming.engine import CameraEvent, RecognitionEngine
 from watchkeeper.streaming.timing import StageTimings
 from watchkeeper.video.sources import SourceSpec, open_source
 from watchkeeper.vision.detection import create_detector
@@ -220,11 +220,7 @@ def scan(
         Matcher(gallery, match_threshold, settings.matching.top_k),
         settings.tracking,
     )
-    engine = RecognitionEngine(
-        analyser_factory(face_detector, settings, registry, face_embedder.layout),
-        face_embedder,
-        settings.streaming,
-    )
+    engine = RecognitionEngine.with_models(settings, registry, face_detector, face_embedder)
     camera_input = engine.add_camera(camera or source, frame_source, pipeline)
     sweeper = RetentionSweeper(store, settings.store.sweep_interval_s).start() if store else None
     failure: WatchkeeperError | None = None

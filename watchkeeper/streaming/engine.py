@@ -153,6 +153,24 @@ class RecognitionEngine:
         self._feeds: list[threading.Thread] = []
         self._done = False
 
+    @classmethod
+    def with_models(
+        cls,
+        settings: Settings,
+        registry: ModelRegistry,
+        detector: FaceDetector,
+        embedder: FaceEmbedder,
+        timings: StageTimings | None = None,
+    ) -> RecognitionEngine:
+        """An engine for ``settings.streaming`` whose workers detect with ``detector``
+        (or a new one of its kind each) and which embeds with ``embedder``."""
+        return cls(
+            analyser_factory(detector, settings, registry, embedder.layout),
+            embedder,
+            settings.streaming,
+            timings,
+        )
+
     def add_camera(self, name: str, source: FrameSource, pipeline: CameraPipeline) -> Camera:
         if pipeline.model_id != self.embedder.model_id:
             raise ValueError("camera pipeline and embedder use different models")

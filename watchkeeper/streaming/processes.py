@@ -33,7 +33,7 @@ from watchkeeper.config import Settings
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import CameraPipeline, PipelineStats
-from watchkeeper.streaming.engine import CameraEvent, RecognitionEngine, analyser_factory
+from watchkeeper.streaming.engine import CameraEvent, RecognitionEngine
 from watchkeeper.streaming.timing import StageTimings
 from watchkeeper.video.sources import open_source
 from watchkeeper.vision.detection import create_detector
@@ -224,19 +224,14 @@ class ProcessEngine:
                 raise WorkerError(f"{worker.name} died with exit code {worker.exitcode}")
 
 
-def _run_worker(
-    settings: Settings,
-    jobs: list[CameraJob],
-    results: multiprocessing.Queue[tuple[Any, ...]],
-    go: SyncEvent,
-    stop: SyncEvent,
-) -> None:
-    """A worker process: one engine over ``jobs`` until its sources end or ``stop``.
+def _run_worker(*args: Any) -> None:
+    """A worker process: :func:`_stream`, with its failure reported to the parent.
     Ctrl-C reaches the whole process group; the parent decides, so workers ignore it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        _stream(settings, jobs, results, go, stop)
+        _stream(*args)
     except BaseException:
+        results = args[2]  # _stream's third parameter
         results.put(("failed", traceback.format_exc()))
         raise SystemExit(1) from None
 
@@ -248,16 +243,13 @@ def _stream(
     go: SyncEvent,
     stop: SyncEvent,
 ) -> None:
+    """One engine over ``jobs``: ready once its models are loaded and sources opened,
+    streaming once ``go`` is set, until its sources end or ``stop`` is set."""
     registry = ModelRegistry(settings.models_dir)
     detector = create_detector(settings.detection, registry)
     embedder = create_embedder(settings.embedder, registry, settings.inference)
     timings = StageTimings()
-    engine = RecognitionEngine(
-        analyser_factory(detector, settings, registry, embedder.layout),
-        embedder,
-        settings.streaming,
-        timings,
-    )
+    engine = RecognitionEngine.with_models(settings, registry, detector, embedder, timings)
     failed: list[CameraReport] = []
     for job in jobs:
         try:
