@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ from watchkeeper.pipeline import (
     resolve_threshold,
     shots_of,
 )
-from watchkeeper.streaming.engine import RecognitionEngine, analyser_factory
+from watchkeeper.streaming.engine import RecognitionEngine
 from watchkeeper.video.sources import open_source
 from watchkeeper.vision.detection import FaceDetector
 from watchkeeper.vision.embedding import FaceEmbedder
@@ -74,9 +75,7 @@ def scan(
         Matcher(gallery, resolve_threshold(settings, registry, len(gallery.subjects))),
         settings.tracking,
     )
-    engine = RecognitionEngine(
-        analyser_factory(yunet, settings, registry, embedder.layout), embedder, settings.streaming
-    )
+    engine = RecognitionEngine.with_models(settings, registry, yunet, embedder)
     engine.add_camera("clip", open_source(str(clip), settings.video), pipeline)
     return [item.event for item in engine.run()], pipeline
 
@@ -84,17 +83,26 @@ def scan(
 @pytest.fixture
 def run(
     dlib_embedder: FaceEmbedder, settings: Settings, registry: ModelRegistry, yunet: FaceDetector
-) -> Callable[[Path, Gallery], tuple[list[MatchEvent], CameraPipeline]]:
-    return lambda clip, gallery: scan(clip, gallery, dlib_embedder, settings, registry, yunet)
+) -> Run:
+    """``run(clip, gallery, early_decision_shots=...)``: events and pipeline of one scan."""
+
+    def scan_with(clip: Path, gallery: Gallery, **tracking: Any) -> Scanned:
+        changed = settings.tracking.model_copy(update=tracking)
+        adjusted = settings.model_copy(update={"tracking": changed})
+        return scan(clip, gallery, dlib_embedder, adjusted, registry, yunet)
+
+    return scan_with
 
 
-Run = Callable[[Path, Gallery], tuple[list[MatchEvent], CameraPipeline]]
+Scanned = tuple[list[MatchEvent], CameraPipeline]
+Run = Callable[..., Scanned]
 
 
 def test_biden_is_matched_in_the_debate_and_nobody_else_is(
     full_gallery: Gallery, run: Run, settings: Settings
 ) -> None:
-    events, pipeline = run(DEBATE, full_gallery)
+    # Decided when tracks end, so that each event spans its whole track.
+    events, pipeline = run(DEBATE, full_gallery, early_decision_shots=0)
     subjects = [event.subject for event in events]
     assert "Joseph_Biden" in subjects
     # Trump's only LFW photo is 20 years older than the clip: Trump or UNKNOWN,
@@ -108,6 +116,32 @@ def test_biden_is_matched_in_the_debate_and_nobody_else_is(
     # Embeddings are computed for best shots only: at most best_shots per track.
     assert pipeline.stats.embeddings <= settings.tracking.best_shots * pipeline.stats.tracks
     assert pipeline.stats.faces > 10 * pipeline.stats.embeddings
+
+
+def test_a_match_is_decided_while_the_person_is_still_in_view(
+    full_gallery: Gallery, run: Run, settings: Settings
+) -> None:
+    """Early decisions (the default): an alert from a track's first usable shots, and
+    only one per track however long the person stays."""
+    events, pipeline = run(DEBATE, full_gallery)
+    late, _ = run(DEBATE, full_gallery, early_decision_shots=0)
+    biden = [e for e in events if e.subject == "Joseph_Biden"]
+    assert biden
+    assert {e.subject for e in events} <= set(TARGETS)
+    # Three usable shots at 10 analysed frames/s: decided within a second of the start,
+    # while the tracks that end (the whole clip, in the late run) last far longer.
+    needed = settings.tracking.early_decision_shots
+    assert all(e.end - e.start < 1.0 and e.frames >= needed for e in biden)
+    assert max(e.end - e.start for e in late if e.subject == "Joseph_Biden") > 5
+    assert len({e.track_id for e in events}) == len(events), "one alert per track"
+    assert pipeline.stats.matches == len(events)
+
+
+def test_early_decisions_count_each_track_once(full_gallery: Gallery, run: Run) -> None:
+    _, early = run(DEBATE, full_gallery)
+    _, late = run(DEBATE, full_gallery, early_decision_shots=0)
+    assert early.stats.tracks == late.stats.tracks
+    assert early.stats.embeddings > late.stats.embeddings, "tracks decided early were embedded"
 
 
 @pytest.mark.parametrize("clip", [CROWD, CORRIDOR, STAGE], ids=["crowd", "corridor", "stage"])

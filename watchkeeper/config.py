@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -146,12 +146,31 @@ class TrackingConfig(BaseModel):
         description="Quality-ranked shots kept per track; only these are embedded, so this "
         "bounds the embedding work per person.",
     )
+    early_decision_shots: int = Field(
+        3,
+        ge=0,
+        le=16,
+        description="A track is decided as soon as it holds this many usable shots, while "
+        "the person is still in view, so that an alert comes within about a second of their "
+        "arrival instead of after they leave (0: decide only when the track ends). A track "
+        "that matched raises one alert only; one that did not is decided again when it ends "
+        "if better shots came since. At most best_shots.",
+    )
     max_track_seconds: float = Field(
         30.0,
         gt=0,
         description="A track older than this is decided and a new one starts, so that a "
         "person who stays in view is still decided.",
     )
+
+    @model_validator(mode="after")
+    def _early_within_best(self) -> TrackingConfig:
+        if self.early_decision_shots > self.best_shots:
+            raise ValueError(
+                f"early_decision_shots ({self.early_decision_shots}) cannot exceed best_shots "
+                f"({self.best_shots}): a track never holds more shots than that"
+            )
+        return self
 
 
 class MatchingConfig(BaseModel):

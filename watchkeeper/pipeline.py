@@ -159,7 +159,9 @@ class CameraPipeline:
         self._matcher = matcher
 
     def track(self, analysed: AnalysedFrame, continuous: bool = True) -> list[Track]:
-        """Add one analysed frame; return the tracks that ended.
+        """Add one analysed frame; return the tracks to decide: those that ended, and
+        snapshots of live tracks ready for an early decision (see
+        ``TrackingConfig.early_decision_shots``).
 
         ``continuous=False`` treats the frame as an unrelated picture: its
         faces are decided at once instead of being tracked into the next one.
@@ -169,21 +171,38 @@ class CameraPipeline:
         self.stats.usable_faces += sum(shot is not None for _, shot in analysed.faces)
         ended = self.tracker.update(analysed.frame.timestamp, analysed.faces)
         if not continuous:
-            ended += self.tracker.finish()
-        return ended
+            return ended + self.tracker.finish()
+        return ended + self._early_snapshots()
+
+    def _early_snapshots(self) -> list[Track]:
+        """Snapshots of the live tracks that just reached ``early_decision_shots``."""
+        needed = self.tracker.config.early_decision_shots
+        snapshots = []
+        for track in self.tracker.active:
+            if needed and track.early_changes is None and len(track.best_shots) >= needed:
+                track.early_changes = track.changes
+                snapshots.append(track.snapshot())
+        return snapshots
 
     def finish(self) -> list[Track]:
         """End the source: every track still open."""
         return self.tracker.finish()
+
+    def discard(self, tracks: list[Track]) -> None:
+        """Tracks with nothing new to decide (see ``Track.to_decide``): counted, wiped."""
+        self.stats.tracks += sum(track.origin is None for track in tracks)
+        for track in tracks:
+            track.wipe()
 
     def decide(
         self, tracks: list[Track], embeddings: Embeddings, image: str | None = None
     ) -> list[MatchEvent]:
         """Decide ``tracks`` given the embeddings of their best shots, in order.
 
-        Tracks that match nobody are wiped, and so is ``embeddings``.
+        Tracks that match nobody are wiped, and so is ``embeddings``. A snapshot that
+        matches marks its live track matched, so that the track raises no second alert.
         """
-        self.stats.tracks += len(tracks)
+        self.stats.tracks += sum(track.origin is None for track in tracks)
         self.stats.embeddings += len(embeddings)
         matcher = self.matcher
         events = []
@@ -192,11 +211,16 @@ class CameraPipeline:
             count = len(track.best_shots)
             shots = Embeddings(embeddings.model_id, embeddings.vectors[offset : offset + count])
             offset += count
+            if track.origin is None and track.matched:  # its snapshot matched just now
+                track.wipe()
+                continue
             weights = np.array([shot.quality for shot in track.best_shots])
             decision = matcher.gallery.decide(shots, weights, matcher.threshold, matcher.top_k)
             if decision.subject is None:
                 track.wipe()
                 continue
+            if track.origin is not None:
+                track.origin.matched = True
             probe = weights @ shots.vectors if weights.sum() > 0 else shots.vectors.mean(0)
             probe = (probe / np.linalg.norm(probe)).astype(np.float32)
             events.append(
@@ -219,6 +243,13 @@ class CameraPipeline:
         for event in events:
             log.debug("track %d matched %s (%.3f)", event.track_id, event.subject, event.score)
         return events
+
+
+def split_decidable(tracks: list[Track]) -> tuple[list[Track], list[Track]]:
+    """``tracks`` split into those to embed and decide and those to discard (see
+    ``Track.to_decide``). Call it just before embedding: an early decision of the
+    same track can change the answer."""
+    return [t for t in tracks if t.to_decide], [t for t in tracks if not t.to_decide]
 
 
 def shots_of(tracks: list[Track]) -> list[np.ndarray]:

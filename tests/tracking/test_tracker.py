@@ -122,3 +122,62 @@ def test_faces_without_a_shot_extend_the_track_but_add_no_shot() -> None:
     (track,) = tracker.finish()
     assert track.frames == 2
     assert len(track.best_shots) == 1
+
+
+def test_a_shot_counts_as_a_change_only_when_it_is_kept() -> None:
+    track = Track(id=1, start=0.0, last_seen=0.0, box=np.zeros(4, np.float32))
+    for quality in (0.5, 0.9, 0.1, 0.7):  # 0.1 never makes the best two
+        track.offer(shot(quality), capacity=2)
+    assert [s.quality for s in track.best_shots] == [0.9, 0.7]
+    assert track.changes == 3
+
+
+def test_a_snapshot_keeps_its_own_chips() -> None:
+    track = Track(id=7, start=0.0, last_seen=0.4, box=np.zeros(4, np.float32))
+    track.offer(shot(0.5), capacity=2)
+    copy = track.snapshot()
+    assert copy.origin is track
+    assert copy.id == 7
+    track.wipe()  # the tracker overwrites the live track's chips
+    assert copy.best_shots[0].chip.all(), "the snapshot still has its chip"
+    copy.wipe()
+    assert not copy.best_shots
+
+
+def decided_early(changes_since: int, matched: bool) -> Track:
+    track = Track(id=1, start=0.0, last_seen=0.0, box=np.zeros(4, np.float32))
+    track.offer(shot(0.5), capacity=3)
+    track.early_changes = track.changes
+    for step in range(changes_since):
+        track.offer(shot(0.6 + step / 10), capacity=3)
+    track.matched = matched
+    return track
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: Track(id=1, start=0.0, last_seen=0.0, box=np.zeros(4)), True),
+        (lambda: decided_early(changes_since=0, matched=False), False),
+        (lambda: decided_early(changes_since=1, matched=False), True),
+        (lambda: decided_early(changes_since=1, matched=True), False),
+        (lambda: decided_early(changes_since=0, matched=False).snapshot(), True),
+        (lambda: decided_early(changes_since=0, matched=True).snapshot(), False),
+    ],
+    ids=[
+        "never-decided",
+        "decided-early-unchanged",
+        "decided-early-better-shots-since",
+        "matched-early",
+        "snapshot",
+        "snapshot-of-a-matched-track",
+    ],
+)
+def test_which_tracks_are_worth_deciding(make, expected: bool) -> None:
+    assert make().to_decide is expected
+
+
+def test_early_decisions_cannot_wait_for_more_shots_than_are_kept() -> None:
+    with pytest.raises(ValueError, match="cannot exceed best_shots"):
+        TrackingConfig(best_shots=2, early_decision_shots=3)
+    assert TrackingConfig(best_shots=2, early_decision_shots=0).early_decision_shots == 0

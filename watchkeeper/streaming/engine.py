@@ -34,7 +34,14 @@ import cv2
 
 from watchkeeper.config import Settings, StreamingConfig
 from watchkeeper.models.registry import ModelRegistry
-from watchkeeper.pipeline import AnalysedFrame, CameraPipeline, FaceAnalyser, MatchEvent, shots_of
+from watchkeeper.pipeline import (
+    AnalysedFrame,
+    CameraPipeline,
+    FaceAnalyser,
+    MatchEvent,
+    shots_of,
+    split_decidable,
+)
 from watchkeeper.streaming.queues import FrameQueue
 from watchkeeper.streaming.timing import StageTimings
 from watchkeeper.tracking.tracker import Track
@@ -404,7 +411,9 @@ class RecognitionEngine:
             batch = self._take_decisions()
             if batch is None:
                 return
-            chips = [chip for decision in batch for chip in shots_of(decision.tracks)]
+            plans = [split_decidable(decision.tracks) for decision in batch]
+            parts = [shots_of(chosen) for chosen, _ in plans]
+            chips = [chip for part in parts for chip in part]
             started = time.perf_counter()
             embeddings = self.embedder.embed(chips)
             if chips:
@@ -412,17 +421,17 @@ class RecognitionEngine:
                 self.timings.add("embed_batch", elapsed)
                 self.timings.add("embed", elapsed / len(chips))
             offset = 0
-            for decision in batch:
-                part = Embeddings(
-                    embeddings.model_id, embeddings.vectors[offset : offset + decision.chips]
+            for decision, (chosen, skipped), part in zip(batch, plans, parts, strict=True):
+                vectors = Embeddings(
+                    embeddings.model_id, embeddings.vectors[offset : offset + len(part)]
                 )
-                offset += decision.chips
+                offset += len(part)
                 started = time.perf_counter()
-                events = decision.camera.pipeline.decide(decision.tracks, part, decision.image)
-                if decision.tracks:
-                    self.timings.add(
-                        "match", (time.perf_counter() - started) / len(decision.tracks)
-                    )
+                pipeline = decision.camera.pipeline
+                events = pipeline.decide(chosen, vectors, decision.image)
+                pipeline.discard(skipped)
+                if chosen:
+                    self.timings.add("match", (time.perf_counter() - started) / len(chosen))
                 now = time.monotonic()
                 for arrived in decision.arrivals:
                     self.timings.add("frame_to_decision", now - arrived)

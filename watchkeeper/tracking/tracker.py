@@ -12,7 +12,7 @@ lasted ``max_track_seconds``; ended tracks are handed back for a decision.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -43,6 +43,14 @@ class Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
     frames: int = 1
     best_shots: list[Shot] = field(default_factory=list)
+    changes: int = 0
+    """How many times a shot was kept into ``best_shots``."""
+    early_changes: int | None = None
+    """``changes`` when the track was decided early; None while it has not been."""
+    matched: bool = False
+    """Its early decision matched: the track's end raises no second alert."""
+    origin: Track | None = None
+    """Set on a snapshot taken for an early decision: the live track it copies."""
 
     def predicted_box(self, timestamp: float) -> np.ndarray:
         return self.box + self.velocity * (timestamp - self.last_seen)
@@ -54,6 +62,25 @@ class Track:
         for dropped in self.best_shots[capacity:]:
             dropped.chip.fill(0)
         del self.best_shots[capacity:]
+        if any(kept is shot for kept in self.best_shots):
+            self.changes += 1
+
+    def snapshot(self) -> Track:
+        """A copy to decide early, while the person is still in view. It has its own
+        chips: the tracker keeps replacing and overwriting the live track's."""
+        shots = [Shot(s.chip.copy(), s.quality, s.timestamp) for s in self.best_shots]
+        return replace(
+            self, box=self.box.copy(), velocity=self.velocity.copy(), best_shots=shots, origin=self
+        )
+
+    @property
+    def to_decide(self) -> bool:
+        """Whether deciding this track now could raise an alert not raised yet: a
+        snapshot whose track has not matched, or an ended track that did not match
+        early and has better shots than when it was decided early (if it was)."""
+        if self.origin is not None:
+            return not self.origin.matched
+        return not self.matched and self.changes != self.early_changes
 
     def wipe(self) -> None:
         """Overwrite and release every chip (for tracks that matched nobody)."""
