@@ -63,6 +63,7 @@ TABLES = {
     "alert",
     "review",
     "audit_event",
+    "login_session",
 }
 AUDIT_HEAD = {"audit_count", "audit_head", "audit_head_mac"}
 """The organisation's columns that change with every audit event."""

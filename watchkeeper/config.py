@@ -320,6 +320,34 @@ def default_key_file() -> Path:
     return Path(platformdirs.user_config_dir("watchkeeper")) / "key"
 
 
+class WebConfig(BaseModel):
+    """The web app of `watchkeeper serve`: where it listens, and how sign-in is guarded."""
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to listen on. The default answers this machine only; put a "
+        "TLS-terminating proxy in front before opening it to the shop's network.",
+    )
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    session_hours: float = Field(
+        12.0, gt=0, description="A sign-in lasts at most this long (one shift), in hours."
+    )
+    idle_minutes: float = Field(
+        30.0, gt=0, description="A session unused for this long ends, in minutes."
+    )
+    lockout_failures: int = Field(
+        5, ge=1, description="Wrong passwords in a row that lock an account."
+    )
+    lockout_minutes: float = Field(
+        15.0, gt=0, description="How long a locked account refuses every password, minutes."
+    )
+    secure_cookies: bool = Field(
+        False,
+        description="Mark the session cookie Secure (sent over HTTPS only). Turn on when "
+        "the app is reached through HTTPS; plain HTTP on 127.0.0.1 needs it off.",
+    )
+
+
 class Settings(BaseSettings):
     """All of Watchkeeper's settings."""
 
@@ -369,6 +397,7 @@ class Settings(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -14,6 +14,8 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from pydantic import SecretStr
 from sqlalchemy import Engine, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -43,7 +45,15 @@ from watchkeeper.store.database import (
     file_changes,
     open_store,
 )
-from watchkeeper.store.models import Alert, Camera, FaceImage, Organisation, Site, Template
+from watchkeeper.store.models import (
+    Alert,
+    Base,
+    Camera,
+    FaceImage,
+    Organisation,
+    Site,
+    Template,
+)
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", [None], ids=["sqlite"])
 """Overrides the conftest's parametrised ``database_url`` for SQLite-only checks."""
@@ -456,3 +466,9 @@ def test_a_template_moved_to_another_entry_is_detected(shop: Shop, face_models: 
         except EncryptionKeyError:
             return
     assert gallery.labels.count(str(second)) == 1, "a moved template searches as another entry"
+
+
+def test_the_migrations_build_exactly_the_schema_of_the_models(store: Store) -> None:
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []

@@ -47,11 +47,12 @@ class Sandbox:
         env.update(extra)
         return env
 
-    def run(self, *args: str, timeout: float = 300, **env: str) -> Run:
+    def run(self, *args: str, timeout: float = 300, stdin: str | None = None, **env: str) -> Run:
         done = subprocess.run(
             [sys.executable, "-m", "watchkeeper", *args],
             cwd=self.cwd,
             env=self.env(**env),
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -8,6 +8,7 @@ from watchkeeper.cli import (
     models,
     privacy,
     scan,
+    serve,
     watchlist,
 )
 from watchkeeper.cli.app import app
@@ -22,6 +23,7 @@ __all__ = [
     "models",
     "privacy",
     "scan",
+    "serve",
     "watchlist",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -20,6 +21,7 @@ from watchkeeper.cli.records import (
 )
 from watchkeeper.errors import EncryptionKeyError
 from watchkeeper.governance import access
+from watchkeeper.governance.accounts import set_password
 from watchkeeper.governance.organisation import (
     Policy,
     add_camera,
@@ -129,6 +131,28 @@ def users_add(
         sites = [access.site(g.session, g.organisation.id, s) for s in site or []]
         add_user(g.session, g.store.keys, g.organisation, g.actor, name, role, sites)
     stderr.print(f"added {role.value} {name!r}")
+
+
+@users_app.command("password")
+def users_password(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Whose password to set.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+) -> None:
+    """Set a user's web sign-in password (administrators for anyone, users for themselves).
+    Ends the user's open web sessions."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        target = access.user(g.session, g.organisation.id, name)
+        set_password(g.session, g.store.keys, g.actor, target, password)
+    stderr.print(f"password set for {name!r}")
 
 
 @users_app.command("list")

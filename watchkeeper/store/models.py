@@ -176,9 +176,32 @@ class User(Base):
     role: Mapped[Role] = mapped_column(_enum(Role))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     password_hash: Mapped[str | None] = mapped_column(String(200))
+    """argon2id hash (PHC string); None: the user cannot sign in to the web app."""
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    """Wrong passwords since the last sign-in (reset when one succeeds)."""
+    locked_until: Mapped[dt.datetime | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     sites: Mapped[list[Site]] = relationship(secondary="user_site")
+
+
+class LoginSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored,
+    so a copy of the database opens no session."""
+
+    __tablename__ = "login_session"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    """Sent back in every form of this session; a request without it changes nothing."""
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    ended_at: Mapped[dt.datetime | None] = mapped_column()
+
+    user: Mapped[User] = relationship()
 
 
 class SubjectIncident(Base):

@@ -1,0 +1,198 @@
+"""Signing in to the web app: passwords, sessions, CSRF, lockout, on a real database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.support.shop import Shop
+from watchkeeper.config import Settings
+from watchkeeper.errors import PolicyError
+from watchkeeper.governance import access
+from watchkeeper.governance.accounts import set_password
+from watchkeeper.store.models import AuditEvent, LoginSession, User, utcnow
+from watchkeeper.web.app import create_app
+from watchkeeper.web.deps import SESSION_COOKIE
+
+PASSWORDS = {"alice": "correct horse battery", "bob": "staple gun 4 the win"}
+
+
+@pytest.fixture
+def client(shop: Shop, store_settings: Settings) -> Iterator[TestClient]:
+    with shop.tx() as tx:
+        for name, password in PASSWORDS.items():
+            user = access.user(tx.session, tx.organisation.id, name)
+            set_password(tx.session, shop.store.keys, user, user, password)
+    with TestClient(create_app(store_settings, shop.store), follow_redirects=False) as client:
+        yield client
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def sign_in(client: TestClient, name: str, password: str, next_path: str = "/"):
+    form = client.get("/login")
+    assert form.status_code == 200
+    data = {"name": name, "password": password, "csrf_token": csrf_of(form.text)}
+    return client.post("/login", data={**data, "next": next_path})
+
+
+def audit_actions(shop: Shop) -> list[str]:
+    with shop.tx() as tx:
+        events = tx.session.scalars(select(AuditEvent).order_by(AuditEvent.sequence))
+        return [event.action for event in events]
+
+
+def test_signing_in_opens_a_guarded_session(client: TestClient, shop: Shop) -> None:
+    response = sign_in(client, "bob", PASSWORDS["bob"])
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+    cookie = next(
+        header
+        for header in response.headers.get_list("set-cookie")
+        if header.startswith(f"{SESSION_COOKIE}=")
+    )
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert "Path=/" in cookie
+    token = client.cookies[SESSION_COOKIE]
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "You are bob, reporter of Corner Shops, at Leeds." in page.text
+    with shop.tx() as tx:
+        [row] = tx.session.scalars(select(LoginSession)).all()
+        stored = [getattr(row, column.name) for column in LoginSession.__table__.columns]
+        password_hash = access.user(tx.session, tx.organisation.id, "bob").password_hash
+    assert token not in map(str, stored), "only the token's hash is stored"
+    assert password_hash.startswith("$argon2id$")
+    assert audit_actions(shop)[-1] == "user.sign-in"
+
+
+@pytest.mark.parametrize(
+    ("name", "password"),
+    [("bob", "not bob's password"), ("nobody", "any password at all"), ("carol", "no password")],
+    ids=["wrong-password", "unknown-user", "user-without-password"],
+)
+def test_a_refused_sign_in_says_the_same_whatever_was_wrong(
+    client: TestClient, name: str, password: str
+) -> None:
+    response = sign_in(client, name, password)
+    assert response.status_code == 401
+    assert "Wrong user name or password." in response.text
+    assert SESSION_COOKIE not in client.cookies
+    assert client.get("/").status_code == 303
+
+
+def test_repeated_failures_lock_the_account_for_a_while(
+    client: TestClient, shop: Shop, store_settings: Settings
+) -> None:
+    failures = store_settings.web.lockout_failures
+    for _ in range(failures):
+        assert sign_in(client, "bob", "guessing again and again").status_code == 401
+    locked = sign_in(client, "bob", PASSWORDS["bob"])
+    assert locked.status_code == 401, "the right password is refused while locked"
+    assert "Wrong user name or password." in locked.text, "a lockout is not announced"
+    actions = audit_actions(shop)
+    assert actions.count("user.sign-in-failed") == failures
+    assert actions[-1] == "user.sign-in-locked"
+    with shop.tx() as tx:
+        bob = access.user(tx.session, tx.organisation.id, "bob")
+        assert bob.locked_until is not None
+        minutes = (bob.locked_until - utcnow()).total_seconds() / 60
+        assert minutes == pytest.approx(store_settings.web.lockout_minutes, abs=1)
+        bob.locked_until = utcnow() - dt.timedelta(seconds=1)  # the lock has run out
+    assert sign_in(client, "bob", PASSWORDS["bob"]).status_code == 303
+
+
+def test_a_form_without_the_sessions_csrf_token_changes_nothing(client: TestClient) -> None:
+    sign_in(client, "alice", PASSWORDS["alice"])
+    token = csrf_of(client.get("/").text)
+    for forged in ({}, {"csrf_token": "x" * len(token)}):
+        response = client.post("/logout", data=forged)
+        assert response.status_code == 403
+        assert client.get("/").status_code == 200, "still signed in"
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 303
+    assert client.get("/").status_code == 303, "signed out"
+
+
+def test_the_sign_in_form_has_its_own_csrf_check(client: TestClient, shop: Shop) -> None:
+    form = client.get("/login")
+    client.cookies.clear()  # a cross-site post carries no cookie of ours
+    data = {"name": "bob", "password": PASSWORDS["bob"], "csrf_token": csrf_of(form.text)}
+    response = client.post("/login", data=data)
+    assert response.status_code == 403
+    assert SESSION_COOKIE not in client.cookies
+    assert "user.sign-in" not in audit_actions(shop)
+
+
+@pytest.mark.parametrize(
+    "age",
+    [
+        {"expires_at": utcnow() - dt.timedelta(seconds=1)},
+        {"last_seen_at": utcnow() - dt.timedelta(minutes=31)},
+        {"ended_at": utcnow()},
+    ],
+    ids=["expired", "idle", "signed-out"],
+)
+def test_an_ended_session_sends_the_browser_to_sign_in(
+    client: TestClient, shop: Shop, age: dict
+) -> None:
+    sign_in(client, "bob", PASSWORDS["bob"])
+    with shop.tx() as tx:
+        row = tx.session.scalars(select(LoginSession)).one()
+        for column, value in age.items():
+            setattr(row, column, value)
+    response = client.get("/?tab=1")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=/%3Ftab%3D1"
+
+
+def test_changing_a_password_ends_the_users_sessions(client: TestClient, shop: Shop) -> None:
+    sign_in(client, "bob", PASSWORDS["bob"])
+    with shop.tx() as tx:
+        alice = access.user(tx.session, tx.organisation.id, "alice")
+        bob = access.user(tx.session, tx.organisation.id, "bob")
+        set_password(tx.session, shop.store.keys, alice, bob, "a brand new passphrase")
+    assert client.get("/").status_code == 303
+
+
+def test_only_admins_set_other_peoples_passwords_and_short_ones_are_refused(
+    shop: Shop,
+) -> None:
+    with shop.tx() as tx:
+        bob = access.user(tx.session, tx.organisation.id, "bob")
+        carol = access.user(tx.session, tx.organisation.id, "carol")
+        with pytest.raises(PolicyError, match="manage the organisation"):
+            set_password(tx.session, shop.store.keys, bob, carol, "a long enough passphrase")
+        with pytest.raises(PolicyError, match="at least 12 characters"):
+            set_password(tx.session, shop.store.keys, bob, bob, "short")
+        assert tx.session.get_one(User, carol.id).password_hash is None
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent_to"),
+    [("/", "/"), ("/alerts?site=Leeds", "/alerts?site=Leeds"), ("//evil.example/", "/"),
+     ("https://evil.example/", "/"), ("/\\evil.example", "/")],
+)  # fmt: skip
+def test_after_signing_in_the_browser_stays_on_this_server(
+    client: TestClient, asked: str, sent_to: str
+) -> None:
+    response = sign_in(client, "bob", PASSWORDS["bob"], next_path=asked)
+    assert response.status_code == 303
+    assert response.headers["location"] == sent_to
+
+
+def test_every_page_carries_the_security_headers(client: TestClient) -> None:
+    for response in (client.get("/login"), sign_in(client, "bob", PASSWORDS["bob"])):
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-store"

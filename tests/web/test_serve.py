@@ -1,0 +1,84 @@
+"""`watchkeeper serve` as a user starts it: a real process answering real HTTP."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.support.cli import Sandbox, one_line_error
+
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def test_serve_signs_users_in_over_http_and_stops_on_ctrl_c(sandbox: Sandbox) -> None:
+    assert sandbox.run("init", "--organisation", "Corner Shops", "--admin", "alice").code == 0
+    done = sandbox.run(
+        "users", "password", "alice", "--password-stdin", "--user", "alice", stdin=PASSWORD + "\n"
+    )
+    assert done.code == 0, done.stderr
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "watchkeeper", "serve", "--port", str(port)],
+        cwd=sandbox.cwd,
+        env=sandbox.env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{base}/login", process)
+        with httpx.Client(base_url=base, follow_redirects=False) as web:
+            assert web.get("/").headers["location"] == "/login?next=/"
+            form = web.get("/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+            data = {"name": "alice", "password": PASSWORD, "csrf_token": token, "next": "/"}
+            assert web.post("/login", data=data).status_code == 303
+            page = web.get("/")
+            assert page.status_code == 200
+            assert "You are alice, admin of Corner Shops." in page.text
+            assert "server" not in page.headers, "the server does not name itself"
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(30)
+        output = process.stderr.read()
+    assert code == 0, output
+    assert f"Watchkeeper for Corner Shops on {base}/" in output
+
+
+def test_serve_without_an_organisation_says_what_to_run(sandbox: Sandbox) -> None:
+    run = sandbox.run("serve", "--port", str(free_port()), timeout=60)
+    assert run.code != 0
+    assert "watchkeeper init" in one_line_error(run)
+
+
+def test_a_short_password_is_refused_in_one_line(sandbox: Sandbox) -> None:
+    assert sandbox.run("init", "--organisation", "Corner Shops", "--admin", "alice").code == 0
+    run = sandbox.run(
+        "users", "password", "alice", "--password-stdin", "--user", "alice", stdin="short\n"
+    )
+    assert run.code != 0
+    assert "at least 12 characters" in one_line_error(run)

@@ -1,0 +1,48 @@
+"""`watchkeeper serve`: the web app for the shop's staff."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from watchkeeper.cli.app import app, stderr
+from watchkeeper.cli.records import cli_errors
+from watchkeeper.governance import access
+from watchkeeper.store.database import open_store
+from watchkeeper.web.app import create_app
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (web.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (web.port).")] = None,
+) -> None:
+    """Run the web app (sign-in, and the shop's pages) until Ctrl-C."""
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    with cli_errors():
+        settings = ctx.obj.settings(**({"web": overrides} if overrides else {}))
+        store = open_store(settings)
+        try:
+            with store.session() as session:
+                organisation = access.organisation(session).name
+        except BaseException:
+            store.close()
+            raise
+    web = settings.web
+    stderr.print(
+        f"Watchkeeper for {organisation} on http://{web.host}:{web.port}/ (Ctrl-C stops it). "
+        "Users sign in with a password set by `watchkeeper users password NAME --user ADMIN`."
+    )
+    try:
+        uvicorn.run(
+            create_app(settings, store),
+            host=web.host,
+            port=web.port,
+            log_level="warning",
+            server_header=False,
+        )
+    finally:
+        store.close()

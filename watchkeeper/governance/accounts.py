@@ -1,0 +1,197 @@
+"""Passwords, sign-in with lockout, and login sessions for the web app.
+
+- Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106's
+  low-memory profile: 64 MiB, 3 passes); a hash made with older parameters is
+  upgraded at the next successful sign-in.
+- After ``lockout_failures`` wrong passwords in a row an account is locked for
+  ``lockout_minutes``; while locked even the right password is refused. The
+  answer to a failed sign-in never says which part was wrong, or that the
+  account is locked (that would tell a guesser the name exists).
+- A session is a random 256-bit token in an HttpOnly cookie; the database keeps
+  only its SHA-256. Sessions end when signed out, after ``session_hours``, or
+  after ``idle_minutes`` without a request.
+
+Every sign-in, failure, lockout, password change and sign-out is in the audit log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from watchkeeper.config import WebConfig
+from watchkeeper.errors import PolicyError, WatchkeeperError
+from watchkeeper.governance import audit
+from watchkeeper.governance.access import Permission, require
+from watchkeeper.store.crypto import KeyRing
+from watchkeeper.store.models import LoginSession, Organisation, User, utcnow
+
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+"""Longer inputs are refused before hashing (argon2 would take them, slowly)."""
+
+_hasher = PasswordHasher()
+# Checked against when the name is unknown, so that a wrong name takes as long as a
+# wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class SignInRefused(WatchkeeperError):
+    """Wrong name or password, locked or inactive account: deliberately one message."""
+
+    def __init__(self) -> None:
+        super().__init__("wrong user name or password")
+
+
+def hash_password(password: str) -> str:
+    """The argon2id hash of ``password`` (a PHC string with salt and parameters)."""
+    check_password_rules(password)
+    return _hasher.hash(password)
+
+
+def check_password_rules(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise PolicyError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise PolicyError(f"a password may have at most {MAX_PASSWORD_LENGTH} characters")
+
+
+def set_password(session: Session, keys: KeyRing, actor: User, target: User, password: str) -> None:
+    """Set ``target``'s password: administrators for anyone, anyone for themselves.
+    Ends the target's open sessions and clears a lockout."""
+    if actor.id != target.id:
+        require(actor, Permission.MANAGE_ORGANISATION)
+    target.password_hash = hash_password(password)
+    target.failed_logins = 0
+    target.locked_until = None
+    end_sessions(session, target)
+    audit.record(
+        session, keys, target.organisation_id, actor.name, "user.password", "user", target.id
+    )
+
+
+def sign_in(
+    session: Session,
+    keys: KeyRing,
+    organisation: Organisation,
+    name: str,
+    password: str,
+    config: WebConfig,
+    now: dt.datetime | None = None,
+) -> User:
+    """The user whose ``name`` and ``password`` these are, else :class:`SignInRefused`.
+
+    Failures are counted and audited in ``session``'s transaction: commit it
+    whatever the outcome.
+    """
+    now = now or utcnow()
+    user = session.scalars(
+        select(User).where(User.organisation_id == organisation.id, User.name == name)
+    ).one_or_none()
+    if user is None or user.password_hash is None:
+        _verify(_DUMMY_HASH, password)
+        raise SignInRefused
+    if user.locked_until is not None and user.locked_until > now:
+        _verify(_DUMMY_HASH, password)
+        audit.record(session, keys, organisation.id, name, "user.sign-in-locked", "user", user.id)
+        raise SignInRefused
+    if not _verify(user.password_hash, password) or not user.active:
+        user.failed_logins += 1
+        details: dict[str, int] = {"failures": user.failed_logins}
+        if user.failed_logins >= config.lockout_failures:
+            user.locked_until = now + dt.timedelta(minutes=config.lockout_minutes)
+            user.failed_logins = 0
+            details["locked_minutes"] = config.lockout_minutes
+        audit.record(
+            session, keys, organisation.id, name, "user.sign-in-failed", "user", user.id, **details
+        )
+        raise SignInRefused
+    user.failed_logins = 0
+    user.locked_until = None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return False
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    token: str
+    """For the cookie; never stored."""
+    row: LoginSession
+
+
+def open_session(
+    session: Session, keys: KeyRing, user: User, config: WebConfig, now: dt.datetime | None = None
+) -> OpenedSession:
+    """A new login session for ``user`` (just signed in)."""
+    now = now or utcnow()
+    token = secrets.token_urlsafe(32)
+    row = LoginSession(
+        token_hash=token_hash(token),
+        user_id=user.id,
+        csrf_token=secrets.token_urlsafe(32),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + dt.timedelta(hours=config.session_hours),
+    )
+    session.add(row)
+    session.flush()
+    audit.record(session, keys, user.organisation_id, user.name, "user.sign-in", "session", row.id)
+    return OpenedSession(token, row)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def current_session(
+    session: Session, token: str | None, config: WebConfig, now: dt.datetime | None = None
+) -> LoginSession | None:
+    """The open session ``token`` belongs to, its idle clock restarted; None when there
+    is none, it ended, expired or sat idle too long, or its user was deactivated."""
+    if not token:
+        return None
+    now = now or utcnow()
+    row = session.scalars(
+        select(LoginSession).where(LoginSession.token_hash == token_hash(token))
+    ).one_or_none()
+    if row is None or row.ended_at is not None or row.expires_at <= now:
+        return None
+    if now - row.last_seen_at > dt.timedelta(minutes=config.idle_minutes):
+        row.ended_at = now
+        return None
+    if not row.user.active:
+        return None
+    row.last_seen_at = now
+    return row
+
+
+def sign_out(session: Session, keys: KeyRing, row: LoginSession) -> None:
+    row.ended_at = utcnow()
+    user = row.user
+    audit.record(session, keys, user.organisation_id, user.name, "user.sign-out", "session", row.id)
+
+
+def end_sessions(session: Session, user: User) -> None:
+    """End every open session of ``user`` (password changed, account deactivated)."""
+    now = utcnow()
+    for row in session.scalars(
+        select(LoginSession).where(LoginSession.user_id == user.id, LoginSession.ended_at.is_(None))
+    ):
+        row.ended_at = now

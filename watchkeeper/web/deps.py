@@ -1,0 +1,69 @@
+"""What a request needs, as FastAPI dependencies: the database session, the signed-in
+user and a checked CSRF token. Routes declare which they need."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Form, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from watchkeeper.config import Settings
+from watchkeeper.governance import access
+from watchkeeper.governance.accounts import current_session
+from watchkeeper.store.database import Store
+from watchkeeper.store.models import LoginSession, Organisation, User
+
+SESSION_COOKIE = "wk_session"
+LOGIN_CSRF_COOKIE = "wk_login_csrf"
+
+
+class NotSignedIn(Exception):
+    """No valid session: pages send the browser to the sign-in page."""
+
+
+def store_of(request: Request) -> Store:
+    return request.app.state.store
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def database(request: Request) -> Iterator[Session]:
+    """One transaction per request, committed when the response is ready."""
+    with store_of(request).session() as session:
+        yield session
+
+
+DatabaseSession = Annotated[Session, Depends(database)]
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user: User
+    login: LoginSession
+    organisation: Organisation
+
+
+def signed_in(request: Request, session: DatabaseSession) -> SignedIn:
+    login = current_session(session, request.cookies.get(SESSION_COOKIE), settings_of(request).web)
+    if login is None:
+        raise NotSignedIn
+    return SignedIn(login.user, login, access.organisation(session))
+
+
+CurrentUser = Annotated[SignedIn, Depends(signed_in)]
+
+
+def csrf_checked(me: CurrentUser, csrf_token: Annotated[str, Form()] = "") -> SignedIn:
+    """The signed-in user, once the form's CSRF token matches their session's."""
+    if not secrets.compare_digest(csrf_token.encode(), me.login.csrf_token.encode()):
+        raise HTTPException(403, "this form has expired or did not come from Watchkeeper")
+    return me
+
+
+CheckedUser = Annotated[SignedIn, Depends(csrf_checked)]
