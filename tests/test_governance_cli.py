@@ -64,6 +64,7 @@ TABLES = {
     "review",
     "audit_event",
     "login_session",
+    "api_token",
 }
 AUDIT_HEAD = {"audit_count", "audit_head", "audit_head_mac"}
 """The organisation's columns that change with every audit event."""

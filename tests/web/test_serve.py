@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -34,7 +35,7 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
-def test_serve_signs_users_in_over_http_and_stops_on_ctrl_c(sandbox: Sandbox) -> None:
+def test_serve_signs_users_in_answers_api_tokens_and_stops_on_ctrl_c(sandbox: Sandbox) -> None:
     assert sandbox.run("init", "--organisation", "Corner Shops", "--admin", "alice").code == 0
     done = sandbox.run(
         "users", "password", "alice", "--password-stdin", "--user", "alice", stdin=PASSWORD + "\n"
@@ -61,6 +62,18 @@ def test_serve_signs_users_in_over_http_and_stops_on_ctrl_c(sandbox: Sandbox) ->
             assert page.status_code == 200
             assert "You are alice, admin of Corner Shops." in page.text
             assert "server" not in page.headers, "the server does not name itself"
+        issued = sandbox.run("tokens", "issue", "alice", "--label", "door NVR", "--user", "alice")
+        assert issued.code == 0, issued.stderr
+        token = issued.stdout.strip()
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/api/me", headers=bearer).json()["role"] == "admin"
+        listed = sandbox.run("tokens", "list", "--json", "--user", "alice")
+        [row] = json.loads(listed.stdout)
+        assert token.startswith(row["prefix"])
+        assert token not in listed.stdout, "a token is shown once, when issued"
+        revoked = sandbox.run("tokens", "revoke", row["prefix"], "--user", "alice")
+        assert revoked.code == 0, revoked.stderr
+        assert httpx.get(f"{base}/api/me", headers=bearer).status_code == 401
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(30)

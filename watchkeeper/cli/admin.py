@@ -19,9 +19,14 @@ from watchkeeper.cli.records import (
     emit_table,
     governed,
 )
-from watchkeeper.errors import EncryptionKeyError
+from watchkeeper.errors import EncryptionKeyError, NotFoundError
 from watchkeeper.governance import access
-from watchkeeper.governance.accounts import set_password
+from watchkeeper.governance.accounts import (
+    MAX_TOKEN_DAYS,
+    issue_token,
+    revoke_token,
+    set_password,
+)
 from watchkeeper.governance.organisation import (
     Policy,
     add_camera,
@@ -34,17 +39,27 @@ from watchkeeper.governance.organisation import (
 )
 from watchkeeper.store.crypto import encode_key, generate_key, write_key_file
 from watchkeeper.store.database import database_url, open_store
-from watchkeeper.store.models import MAX_RETENTION_DAYS, Camera, Organisation, Role, Site, User
+from watchkeeper.store.models import (
+    MAX_RETENTION_DAYS,
+    ApiToken,
+    Camera,
+    Organisation,
+    Role,
+    Site,
+    User,
+)
 
 users_app = typer.Typer(help="People who use Watchkeeper, and their roles.", no_args_is_help=True)
 sites_app = typer.Typer(help="Sites (stores).", no_args_is_help=True)
 cameras_app = typer.Typer(help="Cameras and their sources.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens for integrations.", no_args_is_help=True)
 policy_app = typer.Typer(
     help="The organisation's retention and approval policy.", no_args_is_help=True
 )
 app.add_typer(users_app, name="users")
 app.add_typer(sites_app, name="sites")
 app.add_typer(cameras_app, name="cameras")
+app.add_typer(tokens_app, name="tokens")
 app.add_typer(policy_app, name="policy")
 
 
@@ -153,6 +168,78 @@ def users_password(
         target = access.user(g.session, g.organisation.id, name)
         set_password(g.session, g.store.keys, g.actor, target, password)
     stderr.print(f"password set for {name!r}")
+
+
+@tokens_app.command("issue")
+def tokens_issue(
+    ctx: typer.Context,
+    owner: Annotated[str, typer.Argument(help="The user the token acts as (and whose role).")],
+    label: Annotated[str, typer.Option(help="What uses it, e.g. 'Home Assistant'.")],
+    days: Annotated[int, typer.Option(help=f"Days it lasts (at most {MAX_TOKEN_DAYS}).")] = 90,
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+) -> None:
+    """Issue an API token (administrators only). It is printed once and never again."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        target = access.user(g.session, g.organisation.id, owner)
+        issued = issue_token(g.session, g.store.keys, g.actor, target, label, days)
+        expires = issued.row.expires_at
+    sys.stdout.write(issued.token + "\n")
+    stderr.print(f"token for {owner!r} ({label}) until {expires:%Y-%m-%d}; store it now")
+
+
+@tokens_app.command("list")
+def tokens_list(
+    ctx: typer.Context,
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The organisation's API tokens (their first characters only)."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        access.require(g.actor, access.Permission.MANAGE_ORGANISATION)
+        rows = [
+            {
+                "prefix": t.prefix,
+                "user": t.user.name,
+                "label": t.label,
+                "expires": t.expires_at.date().isoformat(),
+                "last_used": t.last_used_at.isoformat(timespec="seconds")
+                if t.last_used_at
+                else None,
+                "revoked": t.revoked_at is not None,
+            }
+            for t in g.session.scalars(
+                select(ApiToken)
+                .join(User)
+                .where(User.organisation_id == g.organisation.id)
+                .order_by(ApiToken.created_at)
+            )
+        ]
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table("API tokens", rows, list(rows[0]) if rows else ["prefix"])
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(help="The token's first characters, as listed.")],
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+) -> None:
+    """Revoke an API token at once (administrators only)."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        found = g.session.scalars(
+            select(ApiToken)
+            .join(User)
+            .where(User.organisation_id == g.organisation.id, ApiToken.prefix == prefix)
+        ).all()
+        if len(found) != 1:
+            raise NotFoundError(f"no single token starts {prefix!r}; see `tokens list`")
+        revoke_token(g.session, g.store.keys, g.actor, found[0])
+    stderr.print(f"revoked token {prefix}")
 
 
 @users_app.command("list")

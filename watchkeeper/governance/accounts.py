@@ -11,7 +11,12 @@
   only its SHA-256. Sessions end when signed out, after ``session_hours``, or
   after ``idle_minutes`` without a request.
 
-Every sign-in, failure, lockout, password change and sign-out is in the audit log.
+- An API token (``wk_`` and 43 random characters) acts as one user, with that
+  user's role; only administrators issue them, for at most
+  :data:`MAX_TOKEN_DAYS`. Only the token's SHA-256 is stored.
+
+Every sign-in, failure, lockout, password change, sign-out and token issued or
+revoked is in the audit log.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from watchkeeper.errors import PolicyError, WatchkeeperError
 from watchkeeper.governance import audit
 from watchkeeper.governance.access import Permission, require
 from watchkeeper.store.crypto import KeyRing
-from watchkeeper.store.models import LoginSession, Organisation, User, utcnow
+from watchkeeper.store.models import ApiToken, LoginSession, Organisation, User, utcnow
 
 MIN_PASSWORD_LENGTH = 12
+MAX_TOKEN_DAYS = 365
+TOKEN_PREFIX = "wk_"
 MAX_PASSWORD_LENGTH = 1024
 """Longer inputs are refused before hashing (argon2 would take them, slowly)."""
 
@@ -195,3 +202,61 @@ def end_sessions(session: Session, user: User) -> None:
         select(LoginSession).where(LoginSession.user_id == user.id, LoginSession.ended_at.is_(None))
     ):
         row.ended_at = now
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    """Shown once, to whoever issued it; never stored."""
+    row: ApiToken
+
+
+def issue_token(
+    session: Session, keys: KeyRing, actor: User, owner: User, label: str, days: int
+) -> IssuedToken:
+    """An API token acting as ``owner`` for ``days`` days (administrators only)."""
+    require(actor, Permission.MANAGE_ORGANISATION)
+    if not 1 <= days <= MAX_TOKEN_DAYS:
+        raise PolicyError(f"a token lasts between 1 and {MAX_TOKEN_DAYS} days")
+    if not label.strip():
+        raise PolicyError("give the token a label that says what uses it")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(
+        token_hash=token_hash(token),
+        prefix=token[:10],
+        user_id=owner.id,
+        label=label.strip(),
+        expires_at=utcnow() + dt.timedelta(days=days),
+    )
+    session.add(row)
+    session.flush()
+    audit.record(
+        session, keys, owner.organisation_id, actor.name, "token.issue", "api_token", row.id,
+        owner=owner.name, label=row.label, days=days,
+    )  # fmt: skip
+    return IssuedToken(token, row)
+
+
+def revoke_token(session: Session, keys: KeyRing, actor: User, row: ApiToken) -> None:
+    require(actor, Permission.MANAGE_ORGANISATION)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        audit.record(
+            session, keys, actor.organisation_id, actor.name, "token.revoke", "api_token", row.id
+        )
+
+
+def token_owner(session: Session, token: str, now: dt.datetime | None = None) -> User | None:
+    """The active user an unrevoked, unexpired ``token`` acts as, else None."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    now = now or utcnow()
+    row = session.scalars(
+        select(ApiToken).where(ApiToken.token_hash == token_hash(token))
+    ).one_or_none()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        return None
+    if not row.user.active:
+        return None
+    row.last_used_at = now
+    return row.user

@@ -204,6 +204,25 @@ class LoginSession(Base):
     user: Mapped[User] = relationship()
 
 
+class ApiToken(Base):
+    """A bearer token for an integration, acting as one user (with that user's role).
+    Only its SHA-256 is stored; ``prefix`` tells tokens apart in lists."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    last_used_at: Mapped[dt.datetime | None] = mapped_column()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+
+    user: Mapped[User] = relationship()
+
+
 class SubjectIncident(Base):
     __tablename__ = "subject_incident"
 

@@ -29,6 +29,7 @@ SECURITY_HEADERS = {
 
 def create_app(settings: Settings, store: Store) -> FastAPI:
     """The web app over ``store`` (which the caller opens and closes)."""
+    from watchkeeper.web.api import me
     from watchkeeper.web.routes import auth, home
 
     app = FastAPI(title="Watchkeeper", docs_url="/api/docs", openapi_url="/api/openapi.json")
@@ -37,6 +38,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(auth.router)
     app.include_router(home.router)
+    app.include_router(me.router)
 
     @app.exception_handler(NotSignedIn)
     async def to_sign_in(request: Request, exc: NotSignedIn) -> Response:

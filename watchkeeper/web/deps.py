@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from watchkeeper.config import Settings
 from watchkeeper.governance import access
-from watchkeeper.governance.accounts import current_session
+from watchkeeper.governance.accounts import current_session, token_owner
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import LoginSession, Organisation, User
 
@@ -23,6 +23,9 @@ LOGIN_CSRF_COOKIE = "wk_login_csrf"
 
 class NotSignedIn(Exception):
     """No valid session: pages send the browser to the sign-in page."""
+
+
+BEARER = "bearer "
 
 
 def store_of(request: Request) -> Store:
@@ -67,3 +70,25 @@ def csrf_checked(me: CurrentUser, csrf_token: Annotated[str, Form()] = "") -> Si
 
 
 CheckedUser = Annotated[SignedIn, Depends(csrf_checked)]
+
+
+@dataclass(frozen=True)
+class ApiCaller:
+    user: User
+    organisation: Organisation
+
+
+def api_caller(request: Request, session: DatabaseSession) -> ApiCaller:
+    """The user an ``Authorization: Bearer`` API token acts as; 401 without a valid one."""
+    header = request.headers.get("authorization", "")
+    user = None
+    if header.lower().startswith(BEARER):
+        user = token_owner(session, header[len(BEARER) :].strip())
+    if user is None:
+        raise HTTPException(
+            401, "a valid API token is needed", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return ApiCaller(user, access.organisation(session))
+
+
+Caller = Annotated[ApiCaller, Depends(api_caller)]

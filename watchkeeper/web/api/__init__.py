@@ -1,0 +1,1 @@
+"""The REST API under /api: JSON, API-token authentication, one router per resource."""
