@@ -295,6 +295,18 @@ class StreamingConfig(BaseModel):
         "5 fps, 4 held 24 and 8 held 32. Each process loads its own models (about 0.5 GB, "
         "1.7 GB with PyTorch on a GPU). Used by `watchkeeper bench`.",
     )
+    stall_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="`serve` restarts a camera's worker process that has reported nothing "
+        "(no frame, no error) for this long.",
+    )
+    restart_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="`serve` restarts a failed camera after 1, 2, 4, ... seconds, at most "
+        "this long, while the other cameras keep running.",
+    )
     max_batch: int = Field(
         64,
         ge=1,

@@ -10,6 +10,7 @@ import uvicorn
 from watchkeeper.cli.app import app, stderr
 from watchkeeper.cli.records import cli_errors
 from watchkeeper.governance import access
+from watchkeeper.service.supervisor import Supervisor
 from watchkeeper.store.database import open_store
 from watchkeeper.web.app import create_app
 
@@ -20,7 +21,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (web.host).")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (web.port).")] = None,
 ) -> None:
-    """Run the web app (sign-in, and the shop's pages) until Ctrl-C."""
+    """Run the web app and recognition on every enabled camera until Ctrl-C (which stops
+    the cameras after they store their last alerts)."""
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     with cli_errors():
         settings = ctx.obj.settings(**({"web": overrides} if overrides else {}))
@@ -38,7 +40,7 @@ def serve(
     )
     try:
         uvicorn.run(
-            create_app(settings, store),
+            create_app(settings, store, Supervisor(settings, store)),
             host=web.host,
             port=web.port,
             log_level="warning",

@@ -40,6 +40,7 @@ class Permission(StrEnum):
     SUBJECT_ACCESS = "answer subject access requests"
     PURGE = "run the retention sweep"
     AUDIT = "verify the audit log"
+    CONTROL_RECOGNITION = "start or stop recognition on every camera"
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {

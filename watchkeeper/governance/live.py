@@ -66,20 +66,28 @@ class CameraWatchlist:
 
     def record(self, event: MatchEvent, threshold: float) -> StoredAlert | None:
         """Store ``event`` as a pending alert; None if the entry is no longer searchable."""
-        with self.store.session() as session:
-            camera = session.get_one(Camera, self.camera_id)
-            alert = record_alert(
-                session,
-                self.store,
-                camera,
-                uuid.UUID(event.subject),
-                score=event.score,
-                threshold=threshold,
-                model_id=self.model_id,
-                probe=event.probe,
-                crop=event.shots[0],
-            )
-            if alert is None:
-                return None
-            label = session.get_one(Subject, alert.subject_id).label
-            return StoredAlert(str(alert.id), event.subject, label)
+        return record_match(self.store, self.camera_id, self.model_id, event, threshold)
+
+
+def record_match(
+    store: Store, camera_id: uuid.UUID, model_id: str, event: MatchEvent, threshold: float
+) -> StoredAlert | None:
+    """Store a camera's match as a pending alert; None if the entry is no longer
+    searchable (suspended, restricted or expired since the camera's gallery was loaded)."""
+    with store.session() as session:
+        camera = session.get_one(Camera, camera_id)
+        alert = record_alert(
+            session,
+            store,
+            camera,
+            uuid.UUID(event.subject),
+            score=event.score,
+            threshold=threshold,
+            model_id=model_id,
+            probe=event.probe,
+            crop=event.shots[0],
+        )
+        if alert is None:
+            return None
+        label = session.get_one(Subject, alert.subject_id).label
+        return StoredAlert(str(alert.id), event.subject, label)

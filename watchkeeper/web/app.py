@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -9,8 +11,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from watchkeeper.config import Settings
+from watchkeeper.service.supervisor import Supervisor
 from watchkeeper.store.database import Store
 from watchkeeper.web.deps import NotSignedIn
 
@@ -27,18 +31,37 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(settings: Settings, store: Store) -> FastAPI:
-    """The web app over ``store`` (which the caller opens and closes)."""
+def create_app(settings: Settings, store: Store, supervisor: Supervisor | None = None) -> FastAPI:
+    """The web app over ``store`` (which the caller opens and closes). With a
+    ``supervisor``, recognition starts with the app and stops with it: stopping
+    waits until every camera has stored its last alerts."""
     from watchkeeper.web.api import me
-    from watchkeeper.web.routes import auth, home
+    from watchkeeper.web.routes import auth, home, recognition
 
-    app = FastAPI(title="Watchkeeper", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if supervisor is not None:
+            await run_in_threadpool(supervisor.start)
+        try:
+            yield
+        finally:
+            if supervisor is not None:
+                await run_in_threadpool(supervisor.stop)
+
+    app = FastAPI(
+        title="Watchkeeper",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.state.store = store
+    app.state.supervisor = supervisor
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(auth.router)
     app.include_router(home.router)
     app.include_router(me.router)
+    app.include_router(recognition.router)
 
     @app.exception_handler(NotSignedIn)
     async def to_sign_in(request: Request, exc: NotSignedIn) -> Response:

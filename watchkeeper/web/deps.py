@@ -12,7 +12,9 @@ from fastapi import Depends, Form, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from watchkeeper.config import Settings
+from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
+from watchkeeper.governance.access import Permission
 from watchkeeper.governance.accounts import current_session, token_owner
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import LoginSession, Organisation, User
@@ -70,6 +72,14 @@ def csrf_checked(me: CurrentUser, csrf_token: Annotated[str, Form()] = "") -> Si
 
 
 CheckedUser = Annotated[SignedIn, Depends(csrf_checked)]
+
+
+def permitted(permission: Permission, user: User) -> None:
+    """403 unless ``user``'s role allows ``permission``."""
+    try:
+        access.require(user, permission)
+    except PolicyError as refused:
+        raise HTTPException(403, str(refused)) from None
 
 
 @dataclass(frozen=True)

@@ -11,3 +11,15 @@ class UserPublic(BaseModel):
     role: str = Field(description="admin, manager, reporter, reviewer or auditor.")
     organisation: str
     sites: list[str] = Field(description="Sites the user works at.")
+
+
+class CameraHealthPublic(BaseModel):
+    name: str = Field(description="Site/camera.")
+    state: str = Field(description="starting, running, failed, finished or stopped.")
+    fps: float = Field(description="Frames analysed per second by the current worker.")
+    frames: int
+    dropped: int = Field(description="Frames discarded because analysis fell behind.")
+    last_frame_seconds_ago: float | None
+    error: str | None = Field(description="Why the camera last failed, if it did.")
+    restarts: int
+    alerts: int = Field(description="Alerts raised since recognition started.")

@@ -1,0 +1,1 @@
+"""The always-on service behind `watchkeeper serve`: camera workers and their supervisor."""
