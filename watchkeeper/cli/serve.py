@@ -10,9 +10,11 @@ import uvicorn
 from watchkeeper.cli.app import app, stderr
 from watchkeeper.cli.records import cli_errors
 from watchkeeper.governance import access
+from watchkeeper.service.broadcast import AlertBroadcaster
 from watchkeeper.service.supervisor import Supervisor
 from watchkeeper.store.database import open_store
 from watchkeeper.web.app import create_app
+from watchkeeper.web.routes.alerts import alert_message
 
 
 @app.command()
@@ -38,13 +40,20 @@ def serve(
         f"Watchkeeper for {organisation} on http://{web.host}:{web.port}/ (Ctrl-C stops it). "
         "Users sign in with a password set by `watchkeeper users password NAME --user ADMIN`."
     )
+    broadcaster = AlertBroadcaster()
+    supervisor = Supervisor(
+        settings, store, lambda camera, alert: broadcaster.publish(alert_message(camera, alert))
+    )
     try:
         uvicorn.run(
-            create_app(settings, store, Supervisor(settings, store)),
+            create_app(settings, store, supervisor, broadcaster),
             host=web.host,
             port=web.port,
             log_level="warning",
             server_header=False,
+            # Live alert pages hold their connection open: on Ctrl-C they are closed
+            # after this many seconds, then every camera stores its last alerts.
+            timeout_graceful_shutdown=3,
         )
     finally:
         store.close()

@@ -22,6 +22,10 @@ class StoredAlert:
     alert_id: str
     subject_id: str
     label: str
+    score: float = 0.0
+    threshold: float = 0.0
+    occurred_at: str = ""
+    """ISO 8601, UTC."""
 
 
 class CameraWatchlist:
@@ -90,4 +94,11 @@ def record_match(
         if alert is None:
             return None
         label = session.get_one(Subject, alert.subject_id).label
-        return StoredAlert(str(alert.id), event.subject, label)
+        return StoredAlert(
+            str(alert.id),
+            event.subject,
+            label,
+            round(alert.score, 4),
+            round(alert.threshold, 4),
+            alert.occurred_at.isoformat(),
+        )

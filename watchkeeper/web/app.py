@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from watchkeeper.config import Settings
+from watchkeeper.service.broadcast import AlertBroadcaster
 from watchkeeper.service.supervisor import Supervisor
 from watchkeeper.store.database import Store
 from watchkeeper.web.deps import NotSignedIn
@@ -31,12 +32,18 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(settings: Settings, store: Store, supervisor: Supervisor | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    store: Store,
+    supervisor: Supervisor | None = None,
+    broadcaster: AlertBroadcaster | None = None,
+) -> FastAPI:
     """The web app over ``store`` (which the caller opens and closes). With a
     ``supervisor``, recognition starts with the app and stops with it: stopping
-    waits until every camera has stored its last alerts."""
+    waits until every camera has stored its last alerts. ``broadcaster`` carries
+    new alerts to open alert pages."""
     from watchkeeper.web.api import me
-    from watchkeeper.web.routes import auth, home, recognition
+    from watchkeeper.web.routes import alerts, auth, home, recognition
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,9 +64,11 @@ def create_app(settings: Settings, store: Store, supervisor: Supervisor | None =
     app.state.settings = settings
     app.state.store = store
     app.state.supervisor = supervisor
+    app.state.broadcaster = broadcaster or AlertBroadcaster()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(auth.router)
     app.include_router(home.router)
+    app.include_router(alerts.router)
     app.include_router(me.router)
     app.include_router(recognition.router)
 

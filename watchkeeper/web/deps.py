@@ -102,3 +102,27 @@ def api_caller(request: Request, session: DatabaseSession) -> ApiCaller:
 
 
 Caller = Annotated[ApiCaller, Depends(api_caller)]
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who holds a long-lived request (a live stream), detached from the database."""
+
+    name: str
+    role: str
+
+
+def brief_viewer(request: Request) -> Viewer:
+    """The signed-in user, checked in a transaction of its own that ends at once: a
+    request that stays open (server-sent events) must not hold the database."""
+    with store_of(request).session() as session:
+        login = current_session(
+            session, request.cookies.get(SESSION_COOKIE), settings_of(request).web
+        )
+        if login is None:
+            raise NotSignedIn
+        permitted(Permission.VIEW, login.user)
+        return Viewer(login.user.name, login.user.role.value)
+
+
+LiveViewer = Annotated[Viewer, Depends(brief_viewer)]
