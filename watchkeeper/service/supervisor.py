@@ -80,6 +80,7 @@ class Supervisor:
         self._runners: list[_CameraRunner] = []
         self._running = False
         self._retired: list[_CameraRunner] = []
+        self._background_stop: threading.Thread | None = None
         """The cameras of the last stop, whose states the cameras page still shows."""
         self._lock = threading.Lock()
 
@@ -118,7 +119,9 @@ class Supervisor:
         each has stored its last alerts."""
         runners = self._retire()
         self._finish_stop(runners, actor)
-        return [runner.health for runner in runners]
+        if self._background_stop is not None:  # a stop asked from the web, still draining
+            self._background_stop.join()
+        return [runner.health for runner in runners or self._retired]
 
     def request_start(self, actor: str) -> None:
         """:meth:`start` in the background (a web request must not wait for it)."""
@@ -128,9 +131,10 @@ class Supervisor:
         """Tell every camera to stop now; they store their last alerts, and the stop is
         logged, in the background."""
         runners = self._retire()
-        threading.Thread(
+        self._background_stop = threading.Thread(
             target=self._finish_stop, args=(runners, actor), name="recognition-stop"
-        ).start()
+        )
+        self._background_stop.start()
 
     def _retire(self) -> list[_CameraRunner] | None:
         """Signal every worker to stop; the runners to wait for (None: not running)."""
