@@ -80,7 +80,7 @@ def scan(
     return [item.event for item in engine.run()], pipeline
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def run(
     dlib_embedder: FaceEmbedder, settings: Settings, registry: ModelRegistry, yunet: FaceDetector
 ) -> Run:
@@ -98,11 +98,22 @@ Scanned = tuple[list[MatchEvent], CameraPipeline]
 Run = Callable[..., Scanned]
 
 
+@pytest.fixture(scope="module")
+def debate_early(run: Run, full_gallery: Gallery) -> Scanned:
+    """The debate, with early decisions (the default)."""
+    return run(DEBATE, full_gallery)
+
+
+@pytest.fixture(scope="module")
+def debate_late(run: Run, full_gallery: Gallery) -> Scanned:
+    """The debate, decided only when tracks end, so that each event spans its track."""
+    return run(DEBATE, full_gallery, early_decision_shots=0)
+
+
 def test_biden_is_matched_in_the_debate_and_nobody_else_is(
-    full_gallery: Gallery, run: Run, settings: Settings
+    debate_late: Scanned, settings: Settings
 ) -> None:
-    # Decided when tracks end, so that each event spans its whole track.
-    events, pipeline = run(DEBATE, full_gallery, early_decision_shots=0)
+    events, pipeline = debate_late
     subjects = [event.subject for event in events]
     assert "Joseph_Biden" in subjects
     # Trump's only LFW photo is 20 years older than the clip: Trump or UNKNOWN,
@@ -119,12 +130,12 @@ def test_biden_is_matched_in_the_debate_and_nobody_else_is(
 
 
 def test_a_match_is_decided_while_the_person_is_still_in_view(
-    full_gallery: Gallery, run: Run, settings: Settings
+    debate_early: Scanned, debate_late: Scanned, settings: Settings
 ) -> None:
     """Early decisions (the default): an alert from a track's first usable shots, and
     only one per track however long the person stays."""
-    events, pipeline = run(DEBATE, full_gallery)
-    late, _ = run(DEBATE, full_gallery, early_decision_shots=0)
+    events, pipeline = debate_early
+    late, _ = debate_late
     biden = [e for e in events if e.subject == "Joseph_Biden"]
     assert biden
     assert {e.subject for e in events} <= set(TARGETS)
@@ -137,9 +148,9 @@ def test_a_match_is_decided_while_the_person_is_still_in_view(
     assert pipeline.stats.matches == len(events)
 
 
-def test_early_decisions_count_each_track_once(full_gallery: Gallery, run: Run) -> None:
-    _, early = run(DEBATE, full_gallery)
-    _, late = run(DEBATE, full_gallery, early_decision_shots=0)
+def test_early_decisions_count_each_track_once(debate_early: Scanned, debate_late: Scanned) -> None:
+    _, early = debate_early
+    _, late = debate_late
     assert early.stats.tracks == late.stats.tracks
     assert early.stats.embeddings > late.stats.embeddings, "tracks decided early were embedded"
 

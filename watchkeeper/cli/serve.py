@@ -5,16 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from watchkeeper.cli.app import app, stderr
 from watchkeeper.cli.records import cli_errors
 from watchkeeper.governance import access
-from watchkeeper.service.broadcast import AlertBroadcaster
-from watchkeeper.service.supervisor import Supervisor
 from watchkeeper.store.database import open_store
-from watchkeeper.web.app import create_app
-from watchkeeper.web.routes.alerts import alert_message
 
 
 @app.command()
@@ -25,6 +20,15 @@ def serve(
 ) -> None:
     """Run the web app and recognition on every enabled camera until Ctrl-C (which stops
     the cameras after they store their last alerts)."""
+    # Imported here: the web stack takes most of a second to import, which every other
+    # command would pay at start.
+    import uvicorn
+
+    from watchkeeper.service.broadcast import AlertBroadcaster
+    from watchkeeper.service.supervisor import Supervisor
+    from watchkeeper.web.app import create_app
+    from watchkeeper.web.routes.alerts import alert_message
+
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     with cli_errors():
         settings = ctx.obj.settings(**({"web": overrides} if overrides else {}))
