@@ -60,6 +60,22 @@ class MatchEvent:
     unit length (what an alert stores, encrypted, for subject access searches)."""
     image: str | None = None
     """File name, when the source is a folder of images."""
+    qualities: tuple[float, ...] = ()
+    """The quality score (0 to 1) of each shot, in the order of ``shots``."""
+
+    def sighting(self) -> dict[str, float | int | None]:
+        """What a reviewer should know about how the match was seen (stored with the
+        alert): how long and in how many frames, how many usable shots and the best
+        one's quality, and the margin to the next-best watchlist entry (None if only
+        one entry was a candidate)."""
+        others = [c.score for c in self.candidates if c.subject != self.subject]
+        return {
+            "seconds": round(self.end - self.start, 2),
+            "frames": self.frames,
+            "shots": len(self.shots),
+            "best_quality": round(max(self.qualities), 3) if self.qualities else None,
+            "runner_up_margin": round(self.score - max(others), 4) if others else None,
+        }
 
 
 @dataclass
@@ -235,6 +251,7 @@ class CameraPipeline:
                     shots=tuple(shot.chip for shot in track.best_shots),
                     probe=probe,
                     image=image,
+                    qualities=tuple(float(shot.quality) for shot in track.best_shots),
                 )
             )
             track.best_shots.clear()

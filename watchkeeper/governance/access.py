@@ -60,6 +60,18 @@ def require(user: User, permission: Permission) -> None:
         raise PolicyError(f"{user.name!r} ({user.role}) may not {permission.value}")
 
 
+ORGANISATION_WIDE = frozenset({Role.ADMIN, Role.AUDITOR})
+"""Roles that see every site's alerts and entries; every other user sees the sites
+they are bound to, and nothing site-bound when bound to none."""
+
+
+def site_scope(user: User) -> frozenset[uuid.UUID] | None:
+    """The ids of the sites whose alerts and entries ``user`` may see; None: all."""
+    if user.role in ORGANISATION_WIDE:
+        return None
+    return frozenset(site.id for site in user.sites)
+
+
 def approver_roles(organisation: Organisation) -> set[Role]:
     return {Role(name.strip()) for name in organisation.approver_roles.split(",") if name.strip()}
 

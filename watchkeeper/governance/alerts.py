@@ -50,6 +50,7 @@ def record_alert(
     model_id: str,
     probe: np.ndarray,
     crop: np.ndarray,
+    sighting: dict[str, Any] | None = None,
     occurred_at: dt.datetime | None = None,
 ) -> Alert | None:
     """Store a match as a pending alert, with its snapshot and probe vector encrypted.
@@ -83,6 +84,7 @@ def record_alert(
         probe_vector_encrypted=store.keys.encrypt(
             np.ascontiguousarray(probe, np.float32).tobytes(), _probe_context(alert_id, subject.id)
         ),
+        sighting=sighting,
         status=AlertStatus.PENDING,
     )
     session.add(alert)

@@ -90,6 +90,7 @@ def record_match(
             model_id=model_id,
             probe=event.probe,
             crop=event.shots[0],
+            sighting=event.sighting(),
         )
         if alert is None:
             return None

@@ -341,6 +341,8 @@ class Alert(Base):
     threshold: Mapped[float] = mapped_column(Float)
     model_id: Mapped[str] = mapped_column(String(100))
     probe_vector_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    sighting: Mapped[dict | None] = mapped_column(JSON)
+    """How the face was seen (see ``MatchEvent.sighting``): counts and scores only."""
     status: Mapped[AlertStatus] = mapped_column(_enum(AlertStatus), default=AlertStatus.PENDING)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

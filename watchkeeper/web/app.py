@@ -42,8 +42,11 @@ def create_app(
     ``supervisor``, recognition starts with the app and stops with it: stopping
     waits until every camera has stored its last alerts. ``broadcaster`` carries
     new alerts to open alert pages."""
+    from watchkeeper.web.api import alerts as alerts_api
+    from watchkeeper.web.api import audit as audit_api
     from watchkeeper.web.api import me
-    from watchkeeper.web.routes import alerts, auth, home, recognition
+    from watchkeeper.web.api import watchlist as watchlist_api
+    from watchkeeper.web.routes import alerts, audit, auth, home, recognition, watchlist
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,8 +72,13 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(home.router)
     app.include_router(alerts.router)
-    app.include_router(me.router)
+    app.include_router(watchlist.router)
+    app.include_router(audit.router)
     app.include_router(recognition.router)
+    app.include_router(me.router)
+    app.include_router(alerts_api.router)
+    app.include_router(watchlist_api.router)
+    app.include_router(audit_api.router)
 
     @app.exception_handler(NotSignedIn)
     async def to_sign_in(request: Request, exc: NotSignedIn) -> Response:

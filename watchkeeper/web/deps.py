@@ -4,6 +4,7 @@ user and a checked CSRF token. Routes declare which they need."""
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -16,6 +17,7 @@ from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
 from watchkeeper.governance.access import Permission
 from watchkeeper.governance.accounts import current_session, token_owner
+from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import LoginSession, Organisation, User
 
@@ -126,3 +128,21 @@ def brief_viewer(request: Request) -> Viewer:
 
 
 LiveViewer = Annotated[Viewer, Depends(brief_viewer)]
+
+
+_models_lock = threading.Lock()
+
+
+def face_models(request: Request) -> FaceModels:
+    """The detector, embedder and quality gate that turn enrolment photos into
+    templates (and test camera frames), loaded once per app on first use."""
+    state = request.app.state
+    with _models_lock:
+        if getattr(state, "face_models", None) is None:
+            from watchkeeper.cli.records import face_models as load
+
+            state.face_models = load(settings_of(request))
+        return state.face_models
+
+
+Models = Annotated[FaceModels, Depends(face_models)]
