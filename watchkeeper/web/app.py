@@ -8,12 +8,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from watchkeeper.config import Settings
+from watchkeeper.errors import ImageError, NotFoundError, PolicyError, WatchlistError
 from watchkeeper.service.broadcast import AlertBroadcaster
 from watchkeeper.service.supervisor import Supervisor
 from watchkeeper.store.database import Store
@@ -86,6 +87,20 @@ def create_app(
             return Response("not signed in", status_code=401)
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+    @app.exception_handler(NotFoundError)
+    @app.exception_handler(PolicyError)
+    @app.exception_handler(WatchlistError)
+    @app.exception_handler(ImageError)
+    async def refused(request: Request, exc: Exception) -> Response:
+        """A refusal from the governance layer (its transaction is rolled back, so
+        nothing was stored): 404 for what is not found, 422 for what the rules refuse."""
+        status = 404 if isinstance(exc, NotFoundError) else 422
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+        return templates.TemplateResponse(
+            request, "error.html", {"me": None, "message": str(exc)}, status_code=status
+        )
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
