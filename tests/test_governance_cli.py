@@ -164,7 +164,17 @@ def set_up_organisation(box: Sandbox, **env: str) -> str:
     for name, role in STAFF.items():
         ok(
             box.run(
-                "users", "add", name, "--role", role, "--site", "Leeds", "--user", "alice", **env
+                "users",
+                "create",
+                name,
+                "--role",
+                role,
+                "--site",
+                "Leeds",
+                "--no-password",
+                "--user",
+                "alice",
+                **env,
             )
         )
     ok(box.run("cameras", "add", "Leeds", "door", CAMERA_URL, "--user", "alice", **env))
@@ -241,7 +251,20 @@ def test_watchlist_workflow_from_init_to_erasure(sandbox: Sandbox) -> None:
     # Site, staff, camera.
     ok(sandbox.run("sites", "add", "Leeds", "--user", "alice"))
     for name, role in STAFF.items():
-        ok(sandbox.run("users", "add", name, "--role", role, "--site", "Leeds", "--user", "alice"))
+        ok(
+            sandbox.run(
+                "users",
+                "create",
+                name,
+                "--role",
+                role,
+                "--site",
+                "Leeds",
+                "--no-password",
+                "--user",
+                "alice",
+            )
+        )
     users = output(sandbox.run("users", "list", "--json", "--user", "alice"))
     assert {u["name"]: u["role"] for u in users} == {"alice": "admin", **STAFF}
     assert all(u["sites"] == ["Leeds"] for u in users if u["name"] != "alice")

@@ -125,6 +125,7 @@ class Shop:
 def set_up_shop(store: Store, name: str = "Corner Shops") -> Shop:
     with store.session() as session:
         organisation, admin = create_organisation(session, store.keys, name, "alice")
+        assert admin is not None
         site = add_site(session, store.keys, organisation, admin, "Leeds")
         for user, role in USERS.items():
             if user != "alice":

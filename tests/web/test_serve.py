@@ -82,7 +82,58 @@ def test_serve_signs_users_in_answers_api_tokens_and_stops_on_ctrl_c(sandbox: Sa
     assert f"Watchkeeper for Corner Shops on {base}/" in output
 
 
-def test_serve_without_an_organisation_says_what_to_run(sandbox: Sandbox) -> None:
+def test_the_first_serve_sets_everything_up_and_says_how_to_make_the_first_admin(
+    sandbox: Sandbox,
+) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "watchkeeper", "serve", "--port", str(port)],
+        cwd=sandbox.cwd,
+        env=sandbox.env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{base}/login", process)
+        refused = sandbox.run("users", "create", "clerk", "--role", "reviewer", "--no-password")
+        assert refused.code != 0
+        assert "--user" in one_line_error(refused), "only the first admin needs no --user"
+        made = sandbox.run(
+            "users", "create", "boss", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
+        )
+        assert made.code == 0, made.stderr
+        again = sandbox.run("users", "create", "usurper", "--role", "admin", "--no-password")
+        assert again.code != 0
+        assert "already has an administrator" in one_line_error(again)
+        with httpx.Client(base_url=base, follow_redirects=False) as web:
+            form = web.get("/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+            data = {"name": "boss", "password": PASSWORD, "csrf_token": token, "next": "/"}
+            assert web.post("/login", data=data).status_code == 303
+            assert "You are boss, admin of My shop." in web.get("/").text
+        log = sandbox.run("audit", "list", "--json", "--user", "boss")
+        assert log.code == 0, log.stderr
+        first = [e for e in json.loads(log.stdout) if e["action"] == "user.create"]
+        assert [(e["actor"], e["details"]["first_administrator"]) for e in first] == [
+            ("console", True)
+        ]
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(30)
+        output = process.stderr.read()
+    assert code == 0, output
+    assert "created organisation 'My shop'" in output
+    assert "New encryption key" in output
+    assert "No administrator can sign in yet" in output
+    assert "watchkeeper users create NAME --role admin" in output
+
+
+def test_serve_with_a_key_but_no_database_says_what_to_run(sandbox: Sandbox) -> None:
+    key = sandbox.run("init", "--organisation", "Corner Shops", "--admin", "alice")
+    assert key.code == 0, key.stderr
+    [database] = (sandbox.root / "home").rglob("*.db")
+    database.unlink()
     run = sandbox.run("serve", "--port", str(free_port()), timeout=60)
     assert run.code != 0
     assert "watchkeeper init" in one_line_error(run)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from typing import Annotated
 
 import typer
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from watchkeeper.cli.app import app, stderr
 from watchkeeper.cli.records import (
@@ -19,7 +23,7 @@ from watchkeeper.cli.records import (
     emit_table,
     governed,
 )
-from watchkeeper.errors import EncryptionKeyError, NotFoundError
+from watchkeeper.errors import ConfigError, EncryptionKeyError, NotFoundError
 from watchkeeper.governance import access
 from watchkeeper.governance.accounts import (
     MAX_TOKEN_DAYS,
@@ -33,12 +37,13 @@ from watchkeeper.governance.organisation import (
     add_site,
     add_user,
     create_organisation,
+    first_administrator,
     policy_of,
     set_policy,
     update_camera,
 )
 from watchkeeper.store.crypto import encode_key, generate_key, write_key_file
-from watchkeeper.store.database import database_url, open_store
+from watchkeeper.store.database import Store, database_url, open_store
 from watchkeeper.store.models import (
     MAX_RETENTION_DAYS,
     ApiToken,
@@ -63,6 +68,76 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(policy_app, name="policy")
 
 
+@dataclass(frozen=True)
+class Initialised:
+    organisation: str
+    organisation_id: str
+    created: bool
+    database: str
+    data_dir: str
+    key_file: str | None
+    key_created: bool
+
+
+def initialise(ctx: typer.Context, organisation: str, admin: str | None) -> Initialised:
+    """Create the encryption key (if none), the schema (or upgrade it) and the
+    organisation (if missing; its first administrator too unless ``admin`` is None)."""
+    settings = ctx.obj.settings()
+    new_key = None
+    if settings.key is None and not settings.key_file.exists():
+        new_key = generate_key()
+    try:
+        # A new key is checked against the database before it is written: data made
+        # with a lost key must not be hidden behind a new "wrong" one.
+        store = open_store(
+            settings if new_key is None else ctx.obj.settings(key=encode_key(new_key)),
+            create=True,
+        )
+    except EncryptionKeyError:
+        if new_key is None:
+            raise
+        raise EncryptionKeyError(
+            f"no encryption key: {settings.key_file} does not exist and WATCHKEEPER_KEY "
+            "is not set, but the database holds data made with a key; restore that key "
+            "(a new one cannot read the data)"
+        ) from None
+    try:
+        if new_key is not None:
+            write_key_file(settings.key_file, new_key)
+        with store.session() as session:
+            existing = session.scalars(
+                select(Organisation).where(Organisation.name == organisation)
+            ).one_or_none()
+            if existing is None:
+                created, _ = create_organisation(session, store.keys, organisation, admin)
+                organisation_id = created.id
+            else:
+                organisation_id = existing.id
+    finally:
+        store.close()
+    return Initialised(
+        organisation=organisation,
+        organisation_id=str(organisation_id),
+        created=existing is None,
+        database=database_url(settings).split("@")[-1],
+        data_dir=str(settings.data_dir),
+        key_file=None if settings.key is not None else str(settings.key_file),
+        key_created=new_key is not None,
+    )
+
+
+def report_initialised(done: Initialised) -> None:
+    stderr.print(
+        f"{'created' if done.created else 'found'} organisation {done.organisation!r}; "
+        f"data in {done.data_dir}"
+    )
+    if done.key_created:
+        stderr.print(
+            f"[bold]New encryption key: {done.key_file}[/bold]. Back it up somewhere other "
+            "than the data folder: without it the watchlist cannot be read."
+        )
+
+
 @app.command()
 def init(
     ctx: typer.Context,
@@ -75,77 +150,70 @@ def init(
     Safe to run again: it upgrades the schema and leaves existing data alone.
     """
     with cli_errors():
-        settings = ctx.obj.settings()
-        new_key = None
-        if settings.key is None and not settings.key_file.exists():
-            new_key = generate_key()
-        try:
-            # A new key is checked against the database before it is written: data made
-            # with a lost key must not be hidden behind a new "wrong" one.
-            store = open_store(
-                settings if new_key is None else ctx.obj.settings(key=encode_key(new_key)),
-                create=True,
-            )
-        except EncryptionKeyError:
-            if new_key is None:
-                raise
-            raise EncryptionKeyError(
-                f"no encryption key: {settings.key_file} does not exist and WATCHKEEPER_KEY "
-                "is not set, but the database holds data made with a key; restore that key "
-                "(a new one cannot read the data)"
-            ) from None
-        created_key = new_key is not None
-        try:
-            if new_key is not None:
-                write_key_file(settings.key_file, new_key)
-            with store.session() as session:
-                existing = session.scalars(
-                    select(Organisation).where(Organisation.name == organisation)
-                ).one_or_none()
-                if existing is None:
-                    created, _ = create_organisation(session, store.keys, organisation, admin)
-                    organisation_id = created.id
-                else:
-                    organisation_id = existing.id
-        finally:
-            store.close()
-    result = {
-        "organisation": organisation,
-        "organisation_id": str(organisation_id),
-        "created": existing is None,
-        "database": database_url(settings).split("@")[-1],
-        "data_dir": str(settings.data_dir),
-        "key_file": None if settings.key is not None else str(settings.key_file),
-        "key_created": created_key,
-    }
+        done = initialise(ctx, organisation, admin)
     if as_json:
-        emit_json(result)
-        return
-    stderr.print(
-        f"{'created' if existing is None else 'found'} organisation {organisation!r}; "
-        f"data in {settings.data_dir}"
-    )
-    if created_key:
-        stderr.print(
-            f"[bold]New encryption key: {settings.key_file}[/bold]. Back it up somewhere other "
-            "than the data folder: without it the watchlist cannot be read."
-        )
+        emit_json(asdict(done))
+    else:
+        report_initialised(done)
 
 
-@users_app.command("add")
-def users_add(
+@users_app.command("create")
+def users_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="User name.")],
     role: Annotated[Role, typer.Option(help="What they may do.")],
     site: Annotated[list[str] | None, typer.Option(help="Site they work at (repeatable).")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    no_password: Annotated[
+        bool, typer.Option("--no-password", help="No web sign-in (command line only).")
+    ] = False,
     user: UserOption = None,
     organisation: OrganisationOption = None,
 ) -> None:
-    """Add a user (administrators only)."""
-    with cli_errors(), governed(ctx, user, organisation) as g:
-        sites = [access.site(g.session, g.organisation.id, s) for s in site or []]
-        add_user(g.session, g.store.keys, g.organisation, g.actor, name, role, sites)
-    stderr.print(f"added {role.value} {name!r}")
+    """Add a user with a web sign-in password (asked for unless --no-password).
+
+    Administrators add users (--user ADMIN). The organisation's first administrator
+    is made without --user, by whoever runs the machine; that is recorded as such."""
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif not no_password:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with cli_errors():
+        if user is None:
+            if role != Role.ADMIN:
+                raise ConfigError(
+                    "say which administrator adds the user with --user NAME (only the "
+                    "first administrator is made without one)"
+                )
+            with console_transaction(ctx, organisation) as (store, session, found):
+                created = first_administrator(session, store.keys, found, name)
+                if password is not None:
+                    set_password(session, store.keys, created, created, password)
+        else:
+            with governed(ctx, user, organisation) as g:
+                sites = [access.site(g.session, g.organisation.id, s) for s in site or []]
+                created = add_user(
+                    g.session, g.store.keys, g.organisation, g.actor, name, role, sites
+                )
+                if password is not None:
+                    set_password(g.session, g.store.keys, g.actor, created, password)
+    stderr.print(f"created {role.value} {name!r}" + ("" if password else " (no web sign-in)"))
+
+
+@contextmanager
+def console_transaction(
+    ctx: typer.Context, organisation: str | None
+) -> Iterator[tuple[Store, Session, Organisation]]:
+    """One transaction for what the machine's operator does before any user exists."""
+    store = open_store(ctx.obj.settings())
+    try:
+        with store.session() as session:
+            yield store, session, access.organisation(session, organisation)
+    finally:
+        store.close()
 
 
 @users_app.command("password")

@@ -1,15 +1,55 @@
-"""`watchkeeper serve`: the web app for the shop's staff."""
+"""`watchkeeper serve`: the web app for the shop's staff, and recognition on its cameras."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from sqlalchemy import select
 
+from watchkeeper.cli.admin import initialise, report_initialised
 from watchkeeper.cli.app import app, stderr
-from watchkeeper.cli.records import cli_errors
+from watchkeeper.cli.records import OrganisationOption, cli_errors
+from watchkeeper.config import Settings
 from watchkeeper.governance import access
-from watchkeeper.store.database import open_store
+from watchkeeper.store.database import Store, open_store
+from watchkeeper.store.models import Role, User
+
+FIRST_ORGANISATION = "My shop"
+"""The organisation a first start creates when none is named."""
+
+
+def first_start(settings: Settings) -> bool:
+    """Nothing has been set up yet: no encryption key exists (its file or WATCHKEEPER_KEY)."""
+    return settings.key is None and not settings.key_file.exists()
+
+
+def open_or_initialise(ctx: typer.Context, organisation: str | None) -> tuple[Store, str]:
+    """The store and the organisation's name; on a first start, both are created first."""
+    if first_start(ctx.obj.settings()):
+        report_initialised(initialise(ctx, organisation or FIRST_ORGANISATION, None))
+    store = open_store(ctx.obj.settings())
+    try:
+        with store.session() as session:
+            found = access.organisation(session, organisation)
+            name = found.name
+            can_sign_in = session.scalars(
+                select(User).where(
+                    User.organisation_id == found.id,
+                    User.role == Role.ADMIN,
+                    User.active,
+                    User.password_hash.is_not(None),
+                )
+            ).first()
+    except BaseException:
+        store.close()
+        raise
+    if can_sign_in is None:
+        stderr.print(
+            "[bold]No administrator can sign in yet.[/bold] In another terminal, run "
+            "`watchkeeper users create NAME --role admin` (it asks for a password)."
+        )
+    return store, name
 
 
 @app.command()
@@ -17,9 +57,11 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to listen on (web.host).")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (web.port).")] = None,
+    organisation: OrganisationOption = None,
 ) -> None:
     """Run the web app and recognition on every enabled camera until Ctrl-C (which stops
-    the cameras after they store their last alerts)."""
+    the cameras after they store their last alerts). The first start creates the
+    encryption key, the database and the organisation (--organisation, or "My shop")."""
     # Imported here: the web stack takes most of a second to import, which every other
     # command would pay at start.
     import uvicorn
@@ -31,19 +73,10 @@ def serve(
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     with cli_errors():
+        store, name = open_or_initialise(ctx, organisation)
         settings = ctx.obj.settings(**({"web": overrides} if overrides else {}))
-        store = open_store(settings)
-        try:
-            with store.session() as session:
-                organisation = access.organisation(session).name
-        except BaseException:
-            store.close()
-            raise
     web = settings.web
-    stderr.print(
-        f"Watchkeeper for {organisation} on http://{web.host}:{web.port}/ (Ctrl-C stops it). "
-        "Users sign in with a password set by `watchkeeper users password NAME --user ADMIN`."
-    )
+    stderr.print(f"Watchkeeper for {name} on http://{web.host}:{web.port}/ (Ctrl-C stops it).")
     broadcaster = AlertBroadcaster()
     supervisor = Supervisor(
         settings, store, lambda camera, alert: broadcaster.publish(alert_message(camera, alert))

@@ -70,9 +70,10 @@ def policy_of(organisation: Organisation) -> Policy:
 
 
 def create_organisation(
-    session: Session, keys: KeyRing, name: str, admin: str, policy: Policy | None = None
-) -> tuple[Organisation, User]:
-    """A new organisation with its first administrator."""
+    session: Session, keys: KeyRing, name: str, admin: str | None, policy: Policy | None = None
+) -> tuple[Organisation, User | None]:
+    """A new organisation, with its first administrator unless ``admin`` is None (then
+    :func:`first_administrator` makes one later)."""
     policy = policy or Policy()
     policy.check()
     if session.scalars(select(Organisation).where(Organisation.name == name)).first():
@@ -81,30 +82,56 @@ def create_organisation(
     audit.seal_genesis(keys, organisation)
     session.add(organisation)
     session.flush()
-    administrator = User(organisation_id=organisation.id, name=admin, role=Role.ADMIN)
+    audit.record(
+        session,
+        keys,
+        organisation.id,
+        admin or CONSOLE,
+        "organisation.create",
+        "organisation",
+        organisation.id,
+        policy=vars(policy),
+    )
+    if admin is None:
+        return organisation, None
+    return organisation, first_administrator(session, keys, organisation, admin)
+
+
+CONSOLE = "console"
+"""The audit log's actor for what the machine's operator does before any user exists."""
+
+
+def first_administrator(
+    session: Session, keys: KeyRing, organisation: Organisation, name: str
+) -> User:
+    """The organisation's first administrator, made by whoever runs the machine; refused
+    once an active administrator exists (then only an administrator adds users)."""
+    if session.scalars(
+        select(User).where(
+            User.organisation_id == organisation.id, User.role == Role.ADMIN, User.active
+        )
+    ).first():
+        raise PolicyError(
+            f"{organisation.name!r} already has an administrator; they add users "
+            "(--user ADMIN)"
+        )
+    if not name.strip():
+        raise PolicyError("a user needs a name")
+    administrator = User(organisation_id=organisation.id, name=name.strip(), role=Role.ADMIN)
     session.add(administrator)
     session.flush()
     audit.record(
         session,
         keys,
         organisation.id,
-        admin,
-        "organisation.create",
-        "organisation",
-        organisation.id,
-        policy=vars(policy),
-    )
-    audit.record(
-        session,
-        keys,
-        organisation.id,
-        admin,
+        CONSOLE,
         "user.create",
         "user",
         administrator.id,
         role=Role.ADMIN.value,
+        first_administrator=True,
     )
-    return organisation, administrator
+    return administrator
 
 
 def set_policy(
