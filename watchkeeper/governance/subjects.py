@@ -29,7 +29,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from watchkeeper.config import QualityConfig
-from watchkeeper.errors import ImageError, PolicyError, WatchlistError
+from watchkeeper.errors import ImageError, NotFoundError, PolicyError, WatchlistError
 from watchkeeper.governance import audit
 from watchkeeper.governance.access import (
     Permission,
@@ -37,6 +37,7 @@ from watchkeeper.governance.access import (
     require,
     require_approver,
     short_id,
+    site_scope,
 )
 from watchkeeper.matching.gallery import Gallery
 from watchkeeper.matching.watchlist import PhotoRefused, enrolment_face
@@ -680,7 +681,8 @@ def list_subjects(
     views = [
         subject_view(session, subject, now)
         for subject in subjects
-        if status is None or effective_status(subject, now) == status
+        if visible_to(subject, actor)
+        and (status is None or effective_status(subject, now) == status)
     ]
     audit.record(
         session,
@@ -702,6 +704,48 @@ def show_subject(
     """Everything staff may see about one entry (never vectors); audited."""
     require(actor, Permission.VIEW)
     ensure_owned(subject, organisation)
+    ensure_visible(subject, actor)
     view = subject_view(session, subject, utcnow(), full=True)
     audit.record(session, keys, organisation.id, actor.name, "subject.view", "subject", subject.id)
     return view
+
+
+def visible_to(subject: Subject, user: User) -> bool:
+    """Whether ``user`` may see ``subject``: one of its sites is one of theirs (admins and
+    auditors see every entry; see :func:`~watchkeeper.governance.access.site_scope`)."""
+    scope = site_scope(user)
+    return scope is None or any(site.id in scope for site in subject.sites)
+
+
+def ensure_visible(subject: Subject, user: User) -> None:
+    """An entry outside ``user``'s sites is "not found", never shown."""
+    if not visible_to(subject, user):
+        raise NotFoundError(f"no subject {short_id(subject)}")
+
+
+def read_photo(
+    session: Session, store: Store, organisation: Organisation, actor: User, image_id: str
+) -> bytes:
+    """The stored JPEG of enrolment photo ``image_id`` (the full id), for a user who may
+    view the watchlist and see the photo's entry; audited as ``subject.photo``. A photo
+    of another organisation, or outside the user's sites, is "not found"."""
+    require(actor, Permission.VIEW)
+    try:
+        image = session.get(FaceImage, uuid.UUID(image_id))
+    except ValueError:
+        image = None
+    if image is None or image.subject.organisation_id != organisation.id:
+        raise NotFoundError(f"no photo {image_id!r}")
+    ensure_visible(image.subject, actor)
+    data = store.files.read(FACE_IMAGE, image.id, image.subject_id)
+    audit.record(
+        session,
+        store.keys,
+        organisation.id,
+        actor.name,
+        "subject.photo",
+        "subject",
+        image.subject_id,
+        image=str(image.id),
+    )
+    return data
