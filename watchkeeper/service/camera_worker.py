@@ -1,13 +1,17 @@
 """One camera in a process of its own, for the supervisor of `watchkeeper serve`.
 
-The worker loads the models, the camera's searchable watchlist (reloaded every
-``store.watchlist_refresh_s``) and its source, runs the streaming engine and
-sends the supervisor, through a queue:
+The worker loads the models, the camera's searchable watchlist and its source,
+runs the streaming engine and sends the supervisor, through a queue:
 
 - ``("running", model_id)`` once it streams;
 - ``("health", frames, fps, dropped)`` every second, frames or not;
 - ``("match", MatchEvent, threshold)`` for each match (the supervisor stores it);
 - ``("error", text)`` when the source fails or cannot be opened.
+
+It reloads the watchlist within a quarter of a second of the supervisor setting
+its ``reload`` event (an entry approved, suspended or erased), and every
+``store.watchlist_refresh_s`` regardless (the backstop for expiries and for
+changes made elsewhere, e.g. on the command line).
 
 Its exit code says how it ended: 0 when stopped or when a file source ended,
 2 after a source error, 1 after anything unexpected. Faces that match nobody
@@ -45,13 +49,17 @@ Messages = multiprocessing.Queue  # of tuple[Any, ...]
 
 
 def run_camera(
-    settings: Settings, camera_id: uuid.UUID, messages: Messages, stop: SyncEvent
+    settings: Settings,
+    camera_id: uuid.UUID,
+    messages: Messages,
+    stop: SyncEvent,
+    reload: SyncEvent,
 ) -> None:
     """Process entry point. Ctrl-C goes to the whole process group: the supervisor
     decides when workers stop, so they ignore it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        code = _watch(settings, camera_id, messages, stop)
+        code = _watch(settings, camera_id, messages, stop, reload)
     except WatchkeeperError as exc:
         messages.put(("error", str(exc)))
         code = EXIT_SOURCE_ERROR
@@ -61,7 +69,13 @@ def run_camera(
     raise SystemExit(code)
 
 
-def _watch(settings: Settings, camera_id: uuid.UUID, messages: Messages, stop: SyncEvent) -> int:
+def _watch(
+    settings: Settings,
+    camera_id: uuid.UUID,
+    messages: Messages,
+    stop: SyncEvent,
+    reload: SyncEvent,
+) -> int:
     store = open_store(settings)
     try:
         registry = ModelRegistry(settings.models_dir)
@@ -95,7 +109,8 @@ def _watch(settings: Settings, camera_id: uuid.UUID, messages: Messages, stop: S
                 reported = time.monotonic()
                 stats = pipeline.stats
                 messages.put(("health", stats.frames, feed.analysed_fps, feed.queue.dropped))
-            if watchlist.refresh_due():
+            if reload.is_set() or watchlist.refresh_due():
+                reload.clear()  # before loading: a change committed meanwhile asks again
                 watchlist.load()
                 pipeline.matcher = matcher()
         if feed.error is not None:

@@ -8,7 +8,9 @@ A worker that crashes, fails to open its source, or stalls (nothing new for
 ``streaming.restart_max_seconds``, and shown as failed meanwhile; the other
 cameras carry on. :meth:`Supervisor.stop` stops every camera at once: each
 worker decides its open tracks and every match it sends is stored before it
-ends, so stopping loses no alert.
+ends, so stopping loses no alert. While running, the supervisor follows the
+cameras in the database and tells workers to reload their watchlist when asked
+(:meth:`Supervisor.cameras_changed`, :meth:`Supervisor.watchlist_changed`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from watchkeeper.config import Settings
 from watchkeeper.governance import access, audit
@@ -70,19 +73,32 @@ AlertHandler = Callable[[CameraHealth, StoredAlert], None]
 
 
 class Supervisor:
-    """Every enabled camera of the store's organisation, each in its own process."""
+    """Every enabled camera of the store's organisation, each in its own process.
+
+    While recognition runs, :meth:`cameras_changed` makes the running cameras follow
+    the database (added, enabled, disabled, removed, new source) and
+    :meth:`watchlist_changed` makes every camera reload its watchlist at once; both
+    are cheap, never block and may be called from any thread (the web routes call
+    them after they commit). A change made while recognition is stopped takes
+    effect when it next starts.
+    """
 
     def __init__(self, settings: Settings, store: Store, on_alert: AlertHandler | None = None):
         self.settings = settings
         self.store = store
         self.on_alert = on_alert
         self._context = multiprocessing.get_context("spawn")
-        self._runners: list[_CameraRunner] = []
+        self._runners: dict[uuid.UUID, _CameraRunner] = {}
+        """The cameras running now, by camera id."""
         self._running = False
         self._retired: list[_CameraRunner] = []
-        self._background_stop: threading.Thread | None = None
         """The cameras of the last stop, whose states the cameras page still shows."""
+        self._leaving: list[_CameraRunner] = []
+        """Cameras disabled or removed while running, maybe still storing their last alerts."""
+        self._background_stop: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._reconcile_lock = threading.Lock()
+        self._reconcile_pending = False
 
     @property
     def running(self) -> bool:
@@ -96,32 +112,98 @@ class Supervisor:
                 return
             with self.store.session() as session:
                 organisation = access.organisation(session)
-                cameras = session.scalars(
-                    select(Camera)
-                    .join(Site)
-                    .where(Site.organisation_id == organisation.id, Camera.enabled.is_(True))
-                    .order_by(Site.name, Camera.name)
-                ).all()
-                found = [(c.id, f"{c.site.name}/{c.name}") for c in cameras]
+                wanted = self._wanted(session, organisation.id)
                 if actor is not None:
                     audit.record(
                         session, self.store.keys, organisation.id, actor, "recognition.start",
-                        cameras=len(found),
+                        cameras=len(wanted),
                     )  # fmt: skip
-            self._runners = [_CameraRunner(self, camera_id, name) for camera_id, name in found]
+            self._runners = {
+                camera_id: _CameraRunner(self, camera_id, name, source)
+                for camera_id, (name, source) in wanted.items()
+            }
             self._running = True
-            for runner in self._runners:
+            for runner in self._runners.values():
                 runner.start()
-        log.info("recognition started on %d camera(s)", len(found))
+        log.info("recognition started on %d camera(s)", len(wanted))
+
+    def cameras_changed(self) -> None:
+        """Follow the database's cameras soon, in the background (see :meth:`reconcile`).
+        Calls that come while one is waiting to run are answered by that one."""
+        with self._lock:
+            if not self._running or self._reconcile_pending:
+                return
+            self._reconcile_pending = True
+        threading.Thread(target=self._reconcile_logged, name="cameras-changed").start()
+
+    def reconcile(self) -> None:
+        """Make the running cameras those enabled in the database now: start the new or
+        newly enabled ones, stop the disabled or removed ones (they store their last
+        alerts first, as :meth:`stop` does), and restart, after it has stored its last
+        alerts, a camera whose source changed. The other cameras are not touched.
+        Does nothing while recognition is stopped."""
+        with self._reconcile_lock:
+            with self._lock:
+                self._reconcile_pending = False
+                if not self._running:
+                    return
+            with self.store.session() as session:
+                wanted = self._wanted(session, access.organisation(session).id)
+            with self._lock:
+                if not self._running:
+                    return
+                self._leaving = [runner for runner in self._leaving if runner.is_alive()]
+                for camera_id, runner in list(self._runners.items()):
+                    if camera_id not in wanted:
+                        del self._runners[camera_id]
+                        runner.retire()
+                        self._leaving.append(runner)
+                    elif wanted[camera_id] != (runner.health.name, runner.source):
+                        if runner.is_alive():
+                            runner.restart(*wanted[camera_id])
+                        else:  # a file that played to its end: a fresh runner plays the new one
+                            del self._runners[camera_id]
+                for camera_id, (name, source) in wanted.items():
+                    if camera_id not in self._runners:
+                        runner = _CameraRunner(self, camera_id, name, source)
+                        self._runners[camera_id] = runner
+                        runner.start()
+                log.info("cameras reconciled: %d running", len(self._runners))
+
+    def _reconcile_logged(self) -> None:
+        try:
+            self.reconcile()
+        except Exception:  # a background thread: nobody else would see it
+            log.exception("could not follow the changed cameras")
+
+    def watchlist_changed(self) -> None:
+        """Tell every running camera to reload its watchlist now (each does within a
+        quarter of a second; the periodic reload stays as the backstop)."""
+        with self._lock:
+            for runner in self._runners.values():
+                runner.reload_watchlist.set()
+
+    @staticmethod
+    def _wanted(session: Session, organisation_id: uuid.UUID) -> dict[uuid.UUID, tuple[str, bytes]]:
+        """The enabled cameras: id -> (site/name, encrypted source). A camera is
+        restarted when either changes (its ciphertext changes only with its source)."""
+        cameras = session.scalars(
+            select(Camera)
+            .join(Site)
+            .where(Site.organisation_id == organisation_id, Camera.enabled.is_(True))
+            .order_by(Site.name, Camera.name)
+        ).all()
+        return {c.id: (f"{c.site.name}/{c.name}", c.source_encrypted) for c in cameras}
 
     def stop(self, actor: str | None = None) -> list[CameraHealth]:
         """Stop every camera at once; returns, with each camera's final state, when
         each has stored its last alerts."""
-        runners = self._retire()
-        self._finish_stop(runners, actor)
+        retired = self._retire()
+        self._finish_stop(retired, actor)
         if self._background_stop is not None:  # a stop asked from the web, still draining
             self._background_stop.join()
-        return [runner.health for runner in runners or self._retired]
+        runners = retired[0] if retired is not None else self._retired
+        return [runner.health for runner in runners]
 
     def request_start(self, actor: str) -> None:
         """:meth:`start` in the background (a web request must not wait for it)."""
@@ -130,28 +212,32 @@ class Supervisor:
     def request_stop(self, actor: str) -> None:
         """Tell every camera to stop now; they store their last alerts, and the stop is
         logged, in the background."""
-        runners = self._retire()
+        retired = self._retire()
         self._background_stop = threading.Thread(
-            target=self._finish_stop, args=(runners, actor), name="recognition-stop"
+            target=self._finish_stop, args=(retired, actor), name="recognition-stop"
         )
         self._background_stop.start()
 
-    def _retire(self) -> list[_CameraRunner] | None:
-        """Signal every worker to stop; the runners to wait for (None: not running)."""
+    def _retire(self) -> tuple[list[_CameraRunner], list[_CameraRunner]] | None:
+        """Signal every worker to stop; the runners to wait for, and those already
+        leaving (None: not running)."""
         with self._lock:
             if not self._running:
                 return None
-            runners, self._runners, self._running = self._runners, [], False
+            runners, self._runners, self._running = list(self._runners.values()), {}, False
+            leaving, self._leaving = self._leaving, []
             self._retired = runners
             for runner in runners:
-                runner.stopping.set()
-                runner.stop_worker.set()
-            return runners
+                runner.retire()
+            return runners, leaving
 
-    def _finish_stop(self, runners: list[_CameraRunner] | None, actor: str | None) -> None:
-        if runners is None:
+    def _finish_stop(
+        self, retired: tuple[list[_CameraRunner], list[_CameraRunner]] | None, actor: str | None
+    ) -> None:
+        if retired is None:
             return
-        for runner in runners:
+        runners, leaving = retired
+        for runner in runners + leaving:
             runner.join()
         if actor is not None:
             with self.store.session() as session:
@@ -163,39 +249,67 @@ class Supervisor:
         log.info("recognition stopped")
 
     def health(self) -> list[CameraHealth]:
-        """Each camera's state now; when stopped, as it was when stopped."""
+        """Each camera's state now, by name; when stopped, as it was when stopped."""
         with self._lock:
-            runners = self._runners if self._running else self._retired
-            return [runner.health for runner in runners]
+            runners = list(self._runners.values()) if self._running else self._retired
+            return sorted((runner.health for runner in runners), key=lambda h: h.name)
 
 
 class _CameraRunner(threading.Thread):
     """Keeps one camera's worker process running, and stores what it finds."""
 
-    def __init__(self, supervisor: Supervisor, camera_id: uuid.UUID, name: str) -> None:
+    def __init__(
+        self, supervisor: Supervisor, camera_id: uuid.UUID, name: str, source: bytes
+    ) -> None:
         super().__init__(name=f"camera-{name}", daemon=True)
         self.supervisor = supervisor
         self.camera_id = camera_id
+        self.source = source
+        """The encrypted source the current worker was started for."""
         self.health = CameraHealth(camera_id, name, CameraState.STARTING)
         self.stopping = threading.Event()
+        self._restart = threading.Event()
+        self._wake = threading.Event()
+        """Set by a stop or restart: cuts a wait before the next attempt short."""
         self.stop_worker = supervisor._context.Event()
+        self.reload_watchlist = supervisor._context.Event()
         self.model_id = ""
+
+    def retire(self) -> None:
+        """Stop for good, once the worker has stored its last alerts."""
+        self.stopping.set()
+        self.stop_worker.set()
+        self._wake.set()
+
+    def restart(self, name: str, source: bytes) -> None:
+        """Replace the worker by one that reads the camera's new settings, once the
+        current one has stored its last alerts (not counted as a failure)."""
+        self.source = source
+        self._update(name=name)
+        self._restart.set()
+        self.stop_worker.set()
+        self._wake.set()
 
     def run(self) -> None:
         streaming = self.supervisor.settings.streaming
         delay = 1.0
         while not self.stopping.is_set():
+            self._restart.clear()
+            self._wake.clear()
             exit_code, ran = self._run_worker()
             if self.stopping.is_set():
                 self._update(state=CameraState.STOPPED, fps=0.0)
                 return
+            if self._restart.is_set():
+                delay = 1.0
+                continue
             if exit_code == EXIT_STOPPED:
                 self._update(state=CameraState.FINISHED, fps=0.0)
                 return
             delay = 1.0 if ran else min(delay * 2, streaming.restart_max_seconds)
             self._update(state=CameraState.FAILED, fps=0.0, restarts=self.health.restarts + 1)
             log.warning("camera %s failed: %s", self.health.name, self.health.error)
-            if self.stopping.wait(delay):
+            if self._wake.wait(delay) and self.stopping.is_set():
                 self._update(state=CameraState.STOPPED)
                 return
 
@@ -205,9 +319,10 @@ class _CameraRunner(threading.Thread):
         settings = self.supervisor.settings
         messages: multiprocessing.Queue[tuple[Any, ...]] = self.supervisor._context.Queue()
         self.stop_worker.clear()
+        self.reload_watchlist.clear()  # the new worker loads the watchlist as it is now
         worker = self.supervisor._context.Process(
             target=run_camera,
-            args=(settings, self.camera_id, messages, self.stop_worker),
+            args=(settings, self.camera_id, messages, self.stop_worker, self.reload_watchlist),
             name=f"watchkeeper-camera-{self.health.name}",
             daemon=True,
         )
@@ -227,7 +342,8 @@ class _CameraRunner(threading.Thread):
             if not worker.is_alive():
                 break
             now = time.monotonic()
-            if self.stopping.is_set():
+            if self.stopping.is_set() or self._restart.is_set():
+                self.stop_worker.set()  # again: it may have been asked before this worker began
                 stopping_since = stopping_since or now
                 if now - stopping_since > DRAIN_TIMEOUT_S:
                     worker.kill()
