@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -9,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from watchkeeper.errors import PolicyError
+from watchkeeper.errors import NotFoundError, PolicyError, SourceError
 from watchkeeper.governance import audit
 from watchkeeper.governance.access import Permission, require
 from watchkeeper.store.crypto import KeyRing
@@ -21,6 +22,7 @@ from watchkeeper.store.models import (
     Site,
     User,
 )
+from watchkeeper.video.sources import SourceKind, SourceSpec
 
 
 @dataclass(frozen=True)
@@ -203,16 +205,93 @@ def add_site(
     return site
 
 
+SECRET_PARAMETER = re.compile(r"pass|pwd|token|secret|key|auth|sig", re.IGNORECASE)
+"""Query parameters that carry credentials in camera URLs (``?user=admin&pwd=...``)."""
+
+
 def masked_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for lists and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """``url`` with any password (in the address or a query parameter such as ``pwd=``)
+    replaced by ``***``, for pages, lists and logs."""
+    try:
+        parts = urlsplit(url)
+        password, port = parts.password, parts.port
+    except ValueError:  # it might still hold a password: never shown
+        return "(a malformed URL)"
+    if password is not None:
+        host = parts.hostname or ""
+        if port is not None:
+            host += f":{port}"
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if parts.query:
+        fields = [field.partition("=") for field in parts.query.split("&")]
+        parts = parts._replace(
+            query="&".join(
+                f"{name}{eq}{'***' if eq and SECRET_PARAMETER.search(name) else value}"
+                for name, eq, value in fields
+            )
+        )
+    return urlunsplit(parts)
+
+
+URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def check_source(source: str) -> str:
+    """``source`` without surrounding spaces, if a camera can be read from it: a stream
+    URL (``rtsp://``, ``http://``, ...) that names a host, a video file or webcam device
+    on this machine, or a webcam index. Whether a URL answers is not checked: cameras
+    go offline, and an unreachable one shows as failed with its error. Refusals say why."""
+    text = source.strip()
+    if not text:
+        raise PolicyError("a camera needs a source: a stream URL, a video file or a webcam index")
+    if URL_START.match(text):
+        scheme = text.split("://", 1)[0].lower()
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 (raises ValueError for a port that is no number)
+        except ValueError as exc:  # its message names the fault, never the URL
+            raise PolicyError(f"the camera URL is malformed: {exc}") from None
+        try:
+            kind = SourceSpec.parse(text).kind
+        except SourceError:
+            kind = None
+        if kind is not SourceKind.STREAM:
+            raise PolicyError(
+                f"a camera URL needs a streaming scheme such as rtsp:// or http://, not {scheme}://"
+            ) from None
+        if not parts.hostname:
+            raise PolicyError(f"the camera URL {masked_url(text)} names no host")
+        return text
+    try:
+        kind = SourceSpec.parse(text).kind
+    except SourceError:
+        kind = None
+    if kind not in {SourceKind.FILE, SourceKind.WEBCAM}:
+        raise PolicyError(
+            f"{text!r} is not a stream URL, a video file or webcam device on this machine, "
+            "or a webcam index"
+        )
+    return text
+
+
+def check_camera_name(name: str) -> str:
+    """``name`` without surrounding spaces, if it can name a camera."""
+    text = name.strip()
+    if not text:
+        raise PolicyError("a camera needs a name")
+    if "/" in text:
+        raise PolicyError("a camera name cannot contain '/' (it separates site and camera)")
+    if len(text) > 200:
+        raise PolicyError("a camera name has at most 200 characters")
+    return text
+
+
+def check_schedule(schedule: str) -> str | None:
+    """A schedule's text (None when empty); it is kept and shown, not yet enforced."""
+    text = schedule.strip()
+    if len(text) > 200:
+        raise PolicyError("a schedule has at most 200 characters")
+    return text or None
 
 
 def add_camera(
@@ -224,9 +303,16 @@ def add_camera(
     name: str,
     source: str,
     schedule: str | None = None,
+    enabled: bool = True,
 ) -> Camera:
-    """A camera whose source (URL with credentials, file or webcam index) is stored encrypted."""
+    """A camera whose source (URL with credentials, file or webcam index) is stored
+    encrypted; refused, storing nothing, for a name the site already uses or a source
+    no camera can be read from (:func:`check_source`)."""
     require(actor, Permission.MANAGE_ORGANISATION)
+    if site.organisation_id != organisation.id:
+        raise NotFoundError(f"no site {site.name!r}")
+    name = check_camera_name(name)
+    source = check_source(source)
     if session.scalars(
         select(Camera).where(Camera.site_id == site.id, Camera.name == name)
     ).first():
@@ -238,7 +324,8 @@ def add_camera(
         name=name,
         source_encrypted=keys.encrypt(source.encode(), f"camera:{camera_id}"),
         source_display=masked_url(source),
-        schedule=schedule,
+        schedule=check_schedule(schedule or ""),
+        enabled=enabled,
     )
     session.add(camera)
     session.flush()
@@ -251,6 +338,7 @@ def add_camera(
         "camera",
         camera.id,
         site=str(site.id),
+        enabled=enabled,
     )
     return camera
 
@@ -263,15 +351,26 @@ def update_camera(
     camera: Camera,
     enabled: bool | None = None,
     schedule: str | None = None,
+    source: str | None = None,
 ) -> None:
-    """Enable or disable a camera (a disabled one cannot be scanned), or set its schedule."""
+    """Enable or disable a camera (a disabled one cannot be scanned), set its schedule
+    ('' clears it) or give it a new source (checked as when added). None leaves a
+    setting as it is."""
     require(actor, Permission.MANAGE_ORGANISATION)
+    if camera.site.organisation_id != organisation.id:
+        raise NotFoundError(f"no camera {camera.name!r}")
     changes: dict[str, bool | str] = {}
     if enabled is not None:
         camera.enabled = changes["enabled"] = enabled
     if schedule is not None:
-        camera.schedule = schedule or None
-        changes["schedule"] = schedule
+        camera.schedule = check_schedule(schedule)
+        changes["schedule"] = camera.schedule or ""
+    if source is not None:
+        source = check_source(source)
+        if source != camera_source(keys, camera):
+            camera.source_encrypted = keys.encrypt(source.encode(), f"camera:{camera.id}")
+            camera.source_display = masked_url(source)
+            changes["source_changed"] = True
     audit.record(
         session, keys, organisation.id, actor.name, "camera.update", "camera", camera.id, **changes
     )
