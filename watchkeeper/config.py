@@ -358,6 +358,13 @@ class WebConfig(BaseModel):
         description="Mark the session cookie Secure (sent over HTTPS only). Turn on when "
         "the app is reached through HTTPS; plain HTTP on 127.0.0.1 needs it off.",
     )
+    camera_test_s: float = Field(
+        5.0,
+        gt=0,
+        le=10,
+        description="Seconds that 'Test connection' on the cameras page waits for a camera's "
+        "first frame (at most 10); a camera that has not answered by then is reported as such.",
+    )
 
 
 class Settings(BaseSettings):
