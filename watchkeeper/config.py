@@ -358,12 +358,87 @@ class WebConfig(BaseModel):
         description="Mark the session cookie Secure (sent over HTTPS only). Turn on when "
         "the app is reached through HTTPS; plain HTTP on 127.0.0.1 needs it off.",
     )
+    max_photo_mb: float = Field(
+        10.0,
+        gt=0,
+        description="Largest enrolment photo accepted in one upload, in MB (10^6 bytes); "
+        "a larger file is refused (413) while it arrives, before it is read whole.",
+    )
+    max_upload_mb: float = Field(
+        60.0,
+        gt=0,
+        description="Largest upload request (every photo and field of one enrolment), in MB; "
+        "refused (413) from its Content-Length, or while it arrives when none is given.",
+    )
     camera_test_s: float = Field(
         5.0,
         gt=0,
         le=10,
         description="Seconds that 'Test connection' on the cameras page waits for a camera's "
         "first frame (at most 10); a camera that has not answered by then is reported as such.",
+    )
+
+
+class ReviewConfig(BaseModel):
+    """What the alert card tells a reviewer beside the two faces: a band for the score and
+    plain warnings about how the face was seen. Neither decides anything; people do.
+
+    The score margins are in cosine similarity of ``dlib-resnet-v1`` (a setting, because
+    another embedder or a calibration on local data moves them)."""
+
+    strong_margin: float = Field(
+        0.02,
+        ge=0,
+        description="Score at least this far above the alert's threshold is shown as "
+        "'strong'. With the shipped calibration (0.951 for 100 entries) that is above 0.97, "
+        "higher than every pair of different people in the LFW measurement (at most "
+        "0.965-0.969, docs/accuracy.md).",
+    )
+    likely_margin: float = Field(
+        0.005,
+        ge=0,
+        description="Score at least this far above the threshold (and below strong_margin) "
+        "is 'likely'; closer is 'weak'. The threshold for one false alert in 10,000 "
+        "strangers lies 0.001-0.005 above the one for 1 in 1,000 (100 to 1,000 entries), so "
+        "strangers' scores still reach the weak band. The same person's median score on LFW "
+        "was 0.954, so true matches are often weak too: the band is no verdict.",
+    )
+    brief_sighting_s: float = Field(
+        1.0,
+        ge=0,
+        description="A face seen for less than this many seconds is flagged as a brief "
+        "sighting (someone walking past is usually in view for several seconds).",
+    )
+    min_shots: int = Field(
+        3,
+        ge=1,
+        description="Fewer usable shots than this are flagged. A match is normally decided "
+        "on tracking.early_decision_shots (3) shots; fewer means the face was lost first, "
+        "and a single shot misses or mistakes more people than three fused ones.",
+    )
+    low_quality: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="A best shot whose quality score (0-1: detector confidence times the "
+        "size, sharpness and pose factors of the quality gate) is below this is flagged. "
+        "Eyes 20 px apart and a sharpness of 15 (half of good_interocular_px and "
+        "good_sharpness) with a confident detection give about 0.22.",
+    )
+    close_runner_up: float = Field(
+        0.01,
+        ge=0,
+        description="A second watchlist entry scoring within this much of the matched one "
+        "is flagged: the score alone cannot tell two entries apart that closely.",
+    )
+    guidance: str = Field(
+        "Do not approach or accuse anyone on the strength of this alert. Compare the faces "
+        "yourself: the system is sometimes wrong, more often with small, blurred or turned "
+        "faces. Confirm only if you are sure it is the same person; a second reviewer must "
+        "confirm too. If confirmed, follow your shop's procedure: keep your distance, "
+        "watch, and call the manager or the police if there is a risk to anyone.",
+        min_length=1,
+        description="The response guidance shown on every alert card.",
     )
 
 
@@ -417,6 +492,7 @@ class Settings(BaseSettings):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     @classmethod
     def settings_customise_sources(

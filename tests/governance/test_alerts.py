@@ -19,15 +19,24 @@ from tests.support.shop import (
     Shop,
     Sighting,
     Tx,
+    enrol_in,
     enrol_subject,
     photos_of,
     record_sighting,
     set_up_shop,
 )
-from watchkeeper.errors import PolicyError
+from watchkeeper.config import ReviewConfig
+from watchkeeper.errors import NotFoundError, PolicyError
 from watchkeeper.governance import audit
-from watchkeeper.governance.alerts import probe_vector, review
-from watchkeeper.governance.organisation import add_site
+from watchkeeper.governance.alerts import (
+    browse_alerts,
+    probe_vector,
+    review,
+    score_band,
+    show_alert,
+    sighting_flags,
+)
+from watchkeeper.governance.organisation import add_camera, add_site, add_user
 from watchkeeper.governance.subjects import (
     ALERT_CROP,
     FaceModels,
@@ -44,6 +53,7 @@ from watchkeeper.store.models import (
     Camera,
     Decision,
     Review,
+    Role,
     Subject,
     SubjectStatus,
     utcnow,
@@ -541,3 +551,151 @@ def test_rejections_made_at_the_same_time_are_all_counted(
         assert subject.status == SubjectStatus.SUSPENDED
         assert len(events(tx, "subject.suspend")) == 1
         assert audit.verify(tx.session, shop.store.keys, tx.organisation).intact
+
+
+REVIEW = ReviewConfig()
+
+
+@pytest.mark.parametrize(
+    ("score", "threshold", "band"),
+    [
+        (0.9712, 0.9512, "strong"),  # exactly strong_margin (0.02) above
+        (0.99, 0.9512, "strong"),
+        (0.9711, 0.9512, "likely"),
+        (0.9562, 0.9512, "likely"),  # exactly likely_margin (0.005) above
+        (0.9561, 0.9512, "weak"),
+        (0.9512, 0.9512, "weak"),  # at the threshold
+        (0.95, 0.9512, "weak"),  # below it (a manually lowered threshold since)
+    ],
+)
+def test_score_band_follows_the_margin_above_the_threshold(
+    score: float, threshold: float, band: str
+) -> None:
+    assert score_band(score, threshold, REVIEW) == band
+
+
+def test_score_band_margins_come_from_the_configuration() -> None:
+    wide = ReviewConfig(strong_margin=0.05, likely_margin=0.03)
+    assert [score_band(s, 0.9, wide) for s in (0.95, 0.94, 0.929)] == ["strong", "likely", "weak"]
+
+
+ORDINARY = {"seconds": 2.5, "frames": 25, "shots": 3, "best_quality": 0.6, "runner_up_margin": None}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, []),
+        ({"runner_up_margin": 0.05}, []),
+        ({"seconds": 0.4}, ["Brief sighting: the face was in view for only 0.4 s."]),
+        (
+            {"shots": 1},
+            ["Few usable shots: the match rests on 1 usable image of the face (usually 3)."],
+        ),
+        (
+            {"shots": 2},
+            ["Few usable shots: the match rests on 2 usable images of the face (usually 3)."],
+        ),
+        (
+            {"best_quality": 0.18},
+            ["Low quality: even the best shot scored 0.18 of 1 (small, blurred or turned away)."],
+        ),
+        (
+            {"runner_up_margin": 0.004},
+            [
+                "Close second: another watchlist entry scored within 0.004 of this one; "
+                "the score cannot tell them apart."
+            ],
+        ),
+        ({"best_quality": None}, []),  # nothing known is nothing flagged
+        (
+            {"seconds": 0.2, "shots": 1, "best_quality": 0.1, "runner_up_margin": 0.0},
+            ["Brief sighting", "Few usable shots", "Low quality", "Close second"],
+        ),
+    ],
+)
+def test_sighting_flags_warn_in_plain_language(changes: dict, expected: list[str]) -> None:
+    flags = sighting_flags(ORDINARY | changes, REVIEW)
+    assert len(flags) == len(expected)
+    for flag, start in zip(flags, expected, strict=True):
+        assert flag.startswith(start)
+
+
+def test_an_alert_without_a_recorded_sighting_is_flagged_as_unknown() -> None:
+    (flag,) = sighting_flags(None, REVIEW)
+    assert "not recorded" in flag
+
+
+def test_sighting_flag_limits_come_from_the_configuration() -> None:
+    strict = ReviewConfig(brief_sighting_s=3, min_shots=4, low_quality=0.7, close_runner_up=0.1)
+    assert len(sighting_flags(ORDINARY | {"runner_up_margin": 0.05}, strict)) == 4
+
+
+@pytest.fixture
+def york(shop: Shop) -> uuid.UUID:
+    """A second site, "York", with a camera "gate" and a reviewer "yvonne" bound to it;
+    the camera's id."""
+    with shop.tx() as tx:
+        alice = tx.user("alice")
+        site = add_site(tx.session, shop.store.keys, tx.organisation, alice, "York")
+        add_user(
+            tx.session, shop.store.keys, tx.organisation, alice, "yvonne", Role.REVIEWER, [site]
+        )
+        camera = add_camera(
+            tx.session, shop.store.keys, tx.organisation, alice, site, "gate", "rtsp://h/s"
+        )
+        return camera.id
+
+
+@pytest.mark.parametrize(
+    ("viewer", "sees_leeds", "sees_york"),
+    [("dave", True, False), ("yvonne", False, True), ("alice", True, True), ("frank", True, True)],
+)
+def test_users_see_and_review_only_the_alerts_of_their_sites(
+    shop: Shop,
+    face_models: FaceModels,
+    sighting: Callable[..., Sighting],
+    york: uuid.UUID,
+    viewer: str,
+    sees_leeds: bool,
+    sees_york: bool,
+) -> None:
+    """Reviewers bound to a site list, view and review its alerts only; another site's
+    alert is "not found". Admins and auditors see every site."""
+    with shop.tx() as tx:
+        york_site = tx.session.get_one(Camera, york).site
+        subject_id = enrol_in(tx, shop, face_models, "Joseph_Biden", sites=[tx.site, york_site]).id
+    leeds_alert = raise_alert(shop, subject_id, sighting())
+    york_alert = raise_alert(shop, subject_id, sighting(), camera_id=york)
+    expected = {leeds_alert} if sees_leeds else set()
+    expected |= {york_alert} if sees_york else set()
+    with shop.tx() as tx:
+        actor = tx.user(viewer)
+        listed = browse_alerts(tx.session, shop.store, tx.organisation, actor)
+        assert {uuid.UUID(view["id"]) for view in listed} == expected
+        for alert_id in (leeds_alert, york_alert):
+            alert = tx.session.get_one(Alert, alert_id)
+            if alert_id in expected:
+                view, _ = show_alert(tx.session, shop.store, tx.organisation, actor, alert)
+                assert view["id"] == str(alert_id)
+            else:
+                with pytest.raises(NotFoundError):
+                    show_alert(tx.session, shop.store, tx.organisation, actor, alert)
+                if viewer == "dave" or viewer == "yvonne":
+                    with pytest.raises(NotFoundError):
+                        review(tx.session, shop.store, tx.organisation, actor, alert, CONFIRM)
+    with shop.tx() as tx:
+        assert tx.session.scalar(select(func.count()).select_from(Review)) == 0
+
+
+def test_a_note_longer_than_the_limit_is_refused(
+    shop: Shop, face_models: FaceModels, sighting: Callable[..., Sighting]
+) -> None:
+    subject_id = enrol_subject(shop, face_models, "Joseph_Biden")
+    alert_id = raise_alert(shop, subject_id, sighting())
+    with shop.tx() as tx:
+        alert, dave = tx.session.get_one(Alert, alert_id), tx.user("dave")
+        with pytest.raises(PolicyError, match="at most 2000"):
+            review(tx.session, shop.store, tx.organisation, dave, alert, CONFIRM, "x" * 2001)
+    with shop.tx() as tx:
+        assert tx.session.scalar(select(func.count()).select_from(Review)) == 0

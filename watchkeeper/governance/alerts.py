@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from watchkeeper.errors import ImageError, PolicyError
+from watchkeeper.config import ReviewConfig
+from watchkeeper.errors import ImageError, NotFoundError, PolicyError
 from watchkeeper.governance import audit
-from watchkeeper.governance.access import Permission, ensure_owned, require, short_id
+from watchkeeper.governance.access import (
+    Permission,
+    ensure_owned,
+    require,
+    short_id,
+    site_scope,
+)
 from watchkeeper.governance.subjects import ALERT_CROP, is_searchable, suspend
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import (
@@ -37,6 +44,71 @@ from watchkeeper.store.models import (
 
 CONFIRMATIONS_NEEDED = 2
 """Different reviewers who must confirm before anyone acts on an alert."""
+
+NOTE_MAX_CHARS = 2000
+"""Longest review note accepted: a few sentences of why, not a report."""
+
+Band = Literal["strong", "likely", "weak"]
+
+
+def score_band(score: float, threshold: float, config: ReviewConfig) -> Band:
+    """How far ``score`` lies above the calibrated ``threshold`` (cosine similarity), in
+    words: "strong", "likely" or "weak" by the margins of ``config`` (see
+    :class:`~watchkeeper.config.ReviewConfig` for why they are where they are). Shown
+    instead of the bare number, which invites reading 0.96 as "96% sure". The margin is
+    rounded to millionths, so that 0.9712 - 0.9512 is 0.02 and not just below it."""
+    margin = round(score - threshold, 6)
+    if margin >= config.strong_margin:
+        return "strong"
+    if margin >= config.likely_margin:
+        return "likely"
+    return "weak"
+
+
+def sighting_flags(sighting: dict[str, Any] | None, config: ReviewConfig) -> list[str]:
+    """Plain-language warnings about how the face was seen (``Alert.sighting``, see
+    ``MatchEvent.sighting``), for the reviewer comparing the faces; empty when nothing
+    is out of the ordinary. An alert stored before sightings were kept has ``None``."""
+    if sighting is None:
+        return [
+            "How the face was seen was not recorded for this alert: judge from the faces alone."
+        ]
+    flags = []
+    seconds = sighting.get("seconds")
+    if seconds is not None and seconds < config.brief_sighting_s:
+        flags.append(f"Brief sighting: the face was in view for only {seconds:.1f} s.")
+    shots = sighting.get("shots")
+    if shots is not None and shots < config.min_shots:
+        flags.append(
+            f"Few usable shots: the match rests on {shots} usable "
+            f"{'image' if shots == 1 else 'images'} of the face (usually {config.min_shots})."
+        )
+    quality = sighting.get("best_quality")
+    if quality is not None and quality < config.low_quality:
+        flags.append(
+            f"Low quality: even the best shot scored {quality:.2f} of 1 (small, blurred or "
+            "turned away)."
+        )
+    margin = sighting.get("runner_up_margin")
+    if margin is not None and margin < config.close_runner_up:
+        flags.append(
+            f"Close second: another watchlist entry scored within {margin:.3f} of this one; "
+            "the score cannot tell them apart."
+        )
+    return flags
+
+
+def visible_to(alert: Alert, user: User) -> bool:
+    """Whether ``user`` may see ``alert``: its camera is at one of their sites (admins and
+    auditors see every site; see :func:`~watchkeeper.governance.access.site_scope`)."""
+    scope = site_scope(user)
+    return scope is None or alert.camera.site_id in scope
+
+
+def ensure_visible(alert: Alert, user: User) -> None:
+    """An alert of a site ``user`` may not see is "not found", never shown."""
+    if not visible_to(alert, user):
+        raise NotFoundError(f"no alert {short_id(alert)}")
 
 
 def record_alert(
@@ -142,6 +214,9 @@ def review(
     """Record ``actor``'s decision on ``alert`` and update its status."""
     require(actor, Permission.REVIEW)
     ensure_owned(alert, organisation)
+    ensure_visible(alert, actor)
+    if note is not None and len(note) > NOTE_MAX_CHARS:
+        raise PolicyError(f"the note has {len(note)} characters; at most {NOTE_MAX_CHARS}")
     # Another reviewer may have decided since ``alert`` was read: lock it and decide on
     # its current status and reviews.
     session.refresh(alert, with_for_update=True)
@@ -185,11 +260,17 @@ def review(
 
 
 def list_alerts(
-    session: Session, organisation: Organisation, status: AlertStatus | None = None
+    session: Session,
+    organisation: Organisation,
+    status: AlertStatus | None = None,
+    sites: frozenset[uuid.UUID] | None = None,
 ) -> list[Alert]:
+    """The organisation's alerts, newest first; only those of ``sites`` unless None."""
     query = select(Alert).where(Alert.organisation_id == organisation.id)
     if status is not None:
         query = query.where(Alert.status == status)
+    if sites is not None:
+        query = query.join(Camera).where(Camera.site_id.in_(sites))
     return list(session.scalars(query.order_by(Alert.occurred_at.desc())))
 
 
@@ -200,9 +281,11 @@ def browse_alerts(
     actor: User,
     status: AlertStatus | None = None,
 ) -> list[dict[str, Any]]:
-    """Alerts as staff see them, newest first; audited."""
+    """The alerts of the sites ``actor`` may see, as staff see them, newest first;
+    audited."""
     require(actor, Permission.VIEW)
-    views = [alert_view(alert) for alert in list_alerts(session, organisation, status)]
+    alerts = list_alerts(session, organisation, status, site_scope(actor))
+    views = [alert_view(alert) for alert in alerts]
     audit.record(
         session,
         store.keys,
@@ -242,6 +325,34 @@ def alert_view(alert: Alert, full: bool = False) -> dict[str, Any]:
     return view
 
 
+def card_details(alert: Alert, config: ReviewConfig) -> dict[str, Any]:
+    """What the review card adds to :func:`alert_view`: the score band, the sighting and
+    its warnings, where it was, the entry's incidents and expiry, the ids of its
+    enrolment photos, and who has confirmed so far. Ids and text only, never a face or
+    a vector; call it after :func:`show_alert`, which checks and audits the viewing."""
+    subject = alert.subject
+    return {
+        "site": alert.camera.site.name,
+        "band": score_band(round(alert.score, 4), round(alert.threshold, 4), config),
+        "sighting": alert.sighting,
+        "flags": sighting_flags(alert.sighting, config),
+        "expires_at": subject.expires_at.isoformat(),
+        "photos": [str(image.id) for image in subject.images],
+        "incidents": [
+            {
+                "id": str(incident.id),
+                "category": incident.category.value,
+                "occurred_at": incident.occurred_at.isoformat(),
+                "site": incident.site.name,
+                "description": incident.description,
+            }
+            for incident in sorted(subject.incidents, key=lambda i: i.occurred_at)
+        ],
+        "confirmations_needed": CONFIRMATIONS_NEEDED,
+        "confirmed_by": [r.user.name for r in alert.reviews if r.decision == Decision.CONFIRM],
+    }
+
+
 def show_alert(
     session: Session,
     store: Store,
@@ -253,6 +364,7 @@ def show_alert(
     """An alert with its reviews and, if asked, its decrypted snapshot (JPEG); audited."""
     require(actor, Permission.VIEW)
     ensure_owned(alert, organisation)
+    ensure_visible(alert, actor)
     snapshot = store.files.read(ALERT_CROP, alert.id, alert.subject_id) if with_snapshot else None
     audit.record(
         session,

@@ -26,6 +26,8 @@ class StoredAlert:
     threshold: float = 0.0
     occurred_at: str = ""
     """ISO 8601, UTC."""
+    site_id: str = ""
+    """The camera's site: who may be told about the alert (see ``access.site_scope``)."""
 
 
 class CameraWatchlist:
@@ -102,4 +104,5 @@ def record_match(
             round(alert.score, 4),
             round(alert.threshold, 4),
             alert.occurred_at.isoformat(),
+            str(camera.site_id),
         )
