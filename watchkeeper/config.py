@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -377,6 +378,12 @@ class WebConfig(BaseModel):
         description="Seconds that 'Test connection' on the cameras page waits for a camera's "
         "first frame (at most 10); a camera that has not answered by then is reported as such.",
     )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#]+",
+        description="Address at which staff reach the web app, e.g. http://shop-pc:8000; "
+        "notifications link to the alert card there. Empty: notifications carry no link.",
+    )
 
 
 class ReviewConfig(BaseModel):
@@ -442,6 +449,114 @@ class ReviewConfig(BaseModel):
     )
 
 
+class WebhookConfig(BaseModel):
+    """One receiver of signed webhooks (see :mod:`watchkeeper.notify`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        description="Where each notification is POSTed as JSON: an http:// or https:// URL "
+        "(e.g. a Home Assistant webhook). Redirects are not followed."
+    )
+    name: str = Field(
+        "",
+        max_length=100,
+        description="Name of the receiver in logs and in the outbox; empty: the URL's host "
+        "and port (never its path, which may hold a token). Names must differ; a queued "
+        "notification goes to the receiver of its name.",
+    )
+    secret: SecretStr | None = Field(
+        None,
+        description="Shared secret for the X-Watchkeeper-Signature HMAC (at least 16 "
+        "characters); or give secret_env instead, to keep it out of the file.",
+    )
+    secret_env: str | None = Field(
+        None, description="Name of the environment variable holding the secret."
+    )
+    events: list[Literal["alert.created"]] = Field(
+        default_factory=lambda: ["alert.created"],
+        min_length=1,
+        description="Events sent to this receiver: 'alert.created' (a match stored as a "
+        "pending alert).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookConfig:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"webhook url must be http:// or https:// with a host: {self.url!r}")
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError(f"webhook {self.url!r} needs exactly one of secret or secret_env")
+        if self.secret is not None and len(self.secret.get_secret_value()) < 16:
+            raise ValueError("a webhook secret needs at least 16 characters")
+        if not self.name:
+            self.name = parts.netloc.rpartition("@")[2][:100]
+        return self
+
+
+class MqttConfig(BaseModel):
+    """An MQTT broker to publish alerts to (Home Assistant, NVRs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(min_length=1, description="The broker's host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="The broker's port (8883 with TLS).")
+    username: str | None = Field(None, description="User name at the broker, if it asks.")
+    password: SecretStr | None = Field(
+        None,
+        description="Password at the broker; best given as WATCHKEEPER_NOTIFY__MQTT__PASSWORD.",
+    )
+    tls: bool = Field(False, description="Connect with TLS, checking the broker's certificate.")
+    ca_file: Path | None = Field(
+        None, description="CA certificate(s) to check the broker with; empty: the system's."
+    )
+    topic_prefix: str = Field(
+        "watchkeeper",
+        pattern=r"^[^#+]+$",
+        description="Alerts go to <prefix>/<site>/alert (QoS 1, not retained; site as a "
+        "lower-case slug) and the retained <prefix>/status says 'online' or 'offline'.",
+    )
+    client_id: str = Field("watchkeeper", min_length=1, description="MQTT client id.")
+
+
+class NotifyConfig(BaseModel):
+    """Notifications of alerts to other systems. Both kinds are off until configured:
+    nothing leaves the machine otherwise. Each notification is queued in the database in
+    the transaction that stores its alert, then delivered, and retried until delivered,
+    across restarts."""
+
+    webhooks: list[WebhookConfig] = Field(
+        default_factory=list, description="Receivers of signed webhooks (none by default)."
+    )
+    mqtt: MqttConfig | None = Field(None, description="MQTT broker; empty: no MQTT.")
+    timeout_s: float = Field(
+        5.0, gt=0, le=60, description="Seconds one delivery may take before it counts as failed."
+    )
+    retry_initial_s: float = Field(
+        1.0, gt=0, description="Wait before the first retry; it doubles after each failure."
+    )
+    retry_max_s: float = Field(
+        600.0, gt=0, description="Longest wait between retries (each wait varies by 20%)."
+    )
+    max_attempts: int = Field(
+        20,
+        ge=1,
+        description="Attempts before a notification is marked failed (kept, logged and "
+        "counted). With the defaults, 20 attempts span about two hours.",
+    )
+    poll_s: float = Field(
+        0.5, gt=0, le=10, description="Seconds between looks for notifications that are due."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> NotifyConfig:
+        names = [hook.name for hook in self.webhooks]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two webhooks are named {name!r}; give each a different name")
+        return self
+
+
 class Settings(BaseSettings):
     """All of Watchkeeper's settings."""
 
@@ -493,6 +608,7 @@ class Settings(BaseSettings):
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -388,3 +388,29 @@ class AuditEvent(Base):
     details: Mapped[dict] = mapped_column(JSON, default=dict)
     previous_mac: Mapped[bytes] = mapped_column(LargeBinary)
     mac: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class OutboxMessage(Base):
+    """A notification of an alert to one destination (a webhook or the MQTT broker),
+    queued in the transaction that stored or decided the alert and kept until delivered
+    or given up (``watchkeeper.notify``). Its payload holds names, scores and times,
+    never a face or a vector; it is deleted with its alert."""
+
+    __tablename__ = "notification_outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    """Sent as the delivery id: a receiver that sees it twice has seen it once."""
+    alert_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("alert.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(String(32))
+    destination: Mapped[str] = mapped_column(String(120))
+    """``webhook:<name>`` or ``mqtt``."""
+    payload: Mapped[dict] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(index=True)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column()
+    failed_at: Mapped[dt.datetime | None] = mapped_column()
+    """When the last allowed attempt failed; such a row is kept but not retried."""
