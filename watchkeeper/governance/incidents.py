@@ -6,11 +6,12 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from watchkeeper.errors import PolicyError
 from watchkeeper.governance import audit
-from watchkeeper.governance.access import Permission, require
+from watchkeeper.governance.access import Permission, require, site_scope
 from watchkeeper.store.crypto import KeyRing
 from watchkeeper.store.models import Incident, IncidentCategory, Organisation, Site, User, utcnow
 
@@ -75,3 +76,30 @@ def incident_view(incident: Incident) -> dict[str, Any]:
         "evidence": list(incident.evidence),
         "police_reference": incident.police_reference,
     }
+
+
+def list_incidents(
+    session: Session, keys: KeyRing, organisation: Organisation, actor: User
+) -> list[Incident]:
+    """The incidents at the sites ``actor`` may see, newest first; audited."""
+    require(actor, Permission.VIEW)
+    query = (
+        select(Incident)
+        .where(Incident.organisation_id == organisation.id)
+        .order_by(Incident.occurred_at.desc())
+    )
+    scope = site_scope(actor)
+    if scope is not None:
+        query = query.where(Incident.site_id.in_(scope))
+    incidents = list(session.scalars(query))
+    audit.record(
+        session,
+        keys,
+        organisation.id,
+        actor.name,
+        "incident.list",
+        None,
+        None,
+        shown=len(incidents),
+    )
+    return incidents
