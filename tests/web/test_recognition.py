@@ -100,4 +100,10 @@ def test_camera_health_over_the_api(app, shop: Shop) -> None:
         issued = issue_token(tx.session, shop.store.keys, tx.user("alice"), dave, "NVR", 30)
     response = client.get("/api/cameras", headers={"Authorization": f"Bearer {issued.token}"})
     assert response.status_code == 200
-    assert response.json() == [], "the only camera is disabled, so none runs"
+    [door] = response.json()
+    assert (door["name"], door["source"], door["enabled"]) == (
+        "door",
+        "rtsp://cam:***@10.0.0.9/s",
+        False,
+    )
+    assert door["health"] is None, "the only camera is disabled, so none runs"
