@@ -7,11 +7,13 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from watchkeeper.config import Settings
 from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
 from watchkeeper.governance.alerts import record_alert
 from watchkeeper.governance.subjects import searchable_gallery
 from watchkeeper.matching.gallery import Gallery
+from watchkeeper.notify.outbox import queue_alert_event
 from watchkeeper.pipeline import MatchEvent
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import Camera, Subject
@@ -31,7 +33,9 @@ class StoredAlert:
 
 
 class CameraWatchlist:
-    """The searchable gallery of one camera's site, reloaded every ``refresh_s`` seconds."""
+    """The searchable gallery of one camera's site, reloaded every ``refresh_s`` seconds.
+    With ``settings``, each stored alert is also queued for the notifications they
+    configure (see :func:`record_match`)."""
 
     def __init__(
         self,
@@ -40,8 +44,10 @@ class CameraWatchlist:
         model_id: str,
         refresh_s: float,
         organisation_name: str | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.store = store
+        self.settings = settings
         self.model_id = model_id
         self.refresh_s = refresh_s
         with store.session() as session:
@@ -72,14 +78,25 @@ class CameraWatchlist:
 
     def record(self, event: MatchEvent, threshold: float) -> StoredAlert | None:
         """Store ``event`` as a pending alert; None if the entry is no longer searchable."""
-        return record_match(self.store, self.camera_id, self.model_id, event, threshold)
+        return record_match(
+            self.store, self.camera_id, self.model_id, event, threshold, self.settings
+        )
 
 
 def record_match(
-    store: Store, camera_id: uuid.UUID, model_id: str, event: MatchEvent, threshold: float
+    store: Store,
+    camera_id: uuid.UUID,
+    model_id: str,
+    event: MatchEvent,
+    threshold: float,
+    settings: Settings | None = None,
 ) -> StoredAlert | None:
     """Store a camera's match as a pending alert; None if the entry is no longer
-    searchable (suspended, restricted or expired since the camera's gallery was loaded)."""
+    searchable (suspended, restricted or expired since the camera's gallery was loaded).
+
+    With ``settings``, the alert is queued in the same transaction for every webhook and
+    MQTT broker of ``settings.notify`` (``watchkeeper.notify``): it is notified if and
+    only if it is stored. Without, or with none configured, nothing is queued."""
     with store.session() as session:
         camera = session.get_one(Camera, camera_id)
         alert = record_alert(
@@ -96,6 +113,10 @@ def record_match(
         )
         if alert is None:
             return None
+        if settings is not None:
+            queue_alert_event(
+                session, store, settings, alert, "alert.created", f"camera:{camera.name}"
+            )
         label = session.get_one(Subject, alert.subject_id).label
         return StoredAlert(
             str(alert.id),

@@ -1,0 +1,364 @@
+"""Notifications: alerts queued in the outbox in the transaction that stores them, and
+delivered by the notifier over real HTTP (signed webhooks) and a real MQTT broker
+(Debian's mosquitto), with retries that survive a restart. Nothing is queued, and
+nothing is sent, unless configured."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.support.shop import ALERT_SCORE, ALERT_THRESHOLD, Shop, Sighting, enrol_subject
+from watchkeeper.config import NotifyConfig, Settings, WebConfig
+from watchkeeper.governance.live import StoredAlert, record_match
+from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.matching.gallery import Candidate
+from watchkeeper.notify.notifier import Notifier
+from watchkeeper.notify.outbox import outbox_counts
+from watchkeeper.notify.webhook import verify_signature
+from watchkeeper.pipeline import MatchEvent
+from watchkeeper.store.database import Store, open_store
+from watchkeeper.store.models import Alert, AuditEvent, OutboxMessage
+
+SECRET = "correct horse battery staple"
+PUBLIC_URL = "http://shop-pc:8000"
+PAYLOAD_KEYS = {
+    "event",
+    "alert_id",
+    "organisation",
+    "site",
+    "camera",
+    "entry",
+    "status",
+    "band",
+    "score",
+    "threshold",
+    "occurred_at",
+    "url",
+}
+"""Everything a notification says: names, a score, a time and a link; no face data."""
+FAST_RETRY = {"retry_initial_s": 0.05, "retry_max_s": 0.2, "poll_s": 0.05, "timeout_s": 2.0}
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout_s} s")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- a webhook receiver -------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    event: str
+    delivery: str
+    verified: bool
+    payload: dict[str, Any]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A local HTTP server that checks each request's signature as a receiver would,
+    and answers with ``statuses`` in turn (then 200)."""
+
+    port: int
+    statuses: list[int] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/watchkeeper"
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append(
+                    Received(
+                        self.headers["X-Watchkeeper-Event"],
+                        self.headers["X-Watchkeeper-Delivery"],
+                        verify_signature(
+                            SECRET,
+                            self.headers["X-Watchkeeper-Timestamp"],
+                            body,
+                            self.headers["X-Watchkeeper-Signature"],
+                        ),
+                        json.loads(body),
+                        body,
+                    )
+                )
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver(free_port()).start()
+    yield running
+    running.stop()
+
+
+# --- the shop and its matches -------------------------------------------------------------
+
+
+def with_notify(settings: Settings, **notify: Any) -> Settings:
+    """``settings`` with the notifications ``notify`` and a public address."""
+    return settings.model_copy(
+        update={
+            "notify": NotifyConfig.model_validate(notify),
+            "web": WebConfig.model_validate(
+                {**settings.web.model_dump(), "public_url": PUBLIC_URL}
+            ),
+        }
+    )
+
+
+def webhook_settings(settings: Settings, receiver: Receiver, **options: Any) -> Settings:
+    hook = {"url": receiver.url, "secret": SECRET, "name": "back-office"}
+    return with_notify(settings, webhooks=[hook], **{**FAST_RETRY, **options})
+
+
+@pytest.fixture
+def biden(shop: Shop, face_models: FaceModels) -> uuid.UUID:
+    return enrol_subject(shop, face_models, "Joseph_Biden", label="man, grey suit")
+
+
+@pytest.fixture
+def seen(sightings: Callable[[str, int], Sighting]) -> Sighting:
+    return sightings("Joseph_Biden", 4)
+
+
+def match(shop: Shop, subject_id: uuid.UUID, seen: Sighting, settings: Settings) -> StoredAlert:
+    """A camera's match of ``subject_id``, stored as live recognition stores it."""
+    event = MatchEvent(
+        track_id=1,
+        subject=str(subject_id),
+        score=ALERT_SCORE,
+        start=0.0,
+        end=2.5,
+        frames=25,
+        candidates=(Candidate(str(subject_id), ALERT_SCORE),),
+        shots=(seen.chip,),
+        probe=seen.vector,
+        qualities=(0.8,),
+    )
+    stored = record_match(
+        shop.store, shop.camera_id, seen.model_id, event, ALERT_THRESHOLD, settings
+    )
+    assert stored is not None
+    return stored
+
+
+def outbox(store: Store) -> list[OutboxMessage]:
+    with store.session() as session:
+        return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.created_at)))
+
+
+def notify_events(store: Store) -> list[AuditEvent]:
+    with store.session() as session:
+        return list(session.scalars(select(AuditEvent).where(AuditEvent.action == "alert.notify")))
+
+
+@pytest.fixture
+def notifiers() -> Iterator[list[Notifier]]:
+    """Notifiers a test starts; each is stopped at the end."""
+    started: list[Notifier] = []
+    yield started
+    for notifier in started:
+        notifier.stop()
+
+
+def start(notifiers: list[Notifier], settings: Settings, store: Store) -> Notifier:
+    notifier = Notifier(settings, store).start()
+    notifiers.append(notifier)
+    return notifier
+
+
+# --- off by default -------------------------------------------------------------------------
+
+
+def test_nothing_is_queued_or_sent_unless_configured(
+    shop: Shop, store_settings: Settings, biden: uuid.UUID, seen: Sighting, receiver: Receiver
+) -> None:
+    assert store_settings.notify == NotifyConfig(), "off by default"
+    stored = match(shop, biden, seen, store_settings)
+    notifier = Notifier(store_settings, shop.store).start()
+    try:
+        assert not notifier.configured
+        assert notifier.mqtt is None, "no broker connection"
+        assert not any(t.name == "notifier" for t in threading.enumerate()), "no thread"
+        assert outbox(shop.store) == []
+        assert notify_events(shop.store) == []
+        time.sleep(0.3)
+        assert receiver.received == []
+    finally:
+        notifier.stop()
+    with shop.store.session() as session:
+        assert session.get(Alert, uuid.UUID(stored.alert_id)) is not None, "the alert is stored"
+
+
+# --- webhooks ---------------------------------------------------------------------------
+
+
+def test_an_alert_is_queued_with_it_and_posted_signed(
+    shop: Shop,
+    store_settings: Settings,
+    biden: uuid.UUID,
+    seen: Sighting,
+    receiver: Receiver,
+    notifiers: list[Notifier],
+) -> None:
+    settings = webhook_settings(store_settings, receiver)
+    stored = match(shop, biden, seen, settings)
+    (queued,) = outbox(shop.store)
+    assert (str(queued.alert_id), queued.event, queued.destination) == (
+        stored.alert_id,
+        "alert.created",
+        "webhook:back-office",
+    )
+    (audited,) = notify_events(shop.store)
+    assert audited.object_id == stored.alert_id
+    assert audited.details == {"event": "alert.created", "destinations": ["webhook:back-office"]}
+
+    start(notifiers, settings, shop.store)
+    (got,) = wait_until(lambda: receiver.received)
+    assert got.verified, "the receiver's check of the signature must pass"
+    assert (got.event, got.delivery) == ("alert.created", str(queued.id))
+    assert set(got.payload) == PAYLOAD_KEYS
+    assert got.payload == {
+        "event": "alert.created",
+        "alert_id": stored.alert_id,
+        "organisation": "Corner Shops",
+        "site": "Leeds",
+        "camera": "door",
+        "entry": "man, grey suit",
+        "status": "pending",
+        "band": "strong",
+        "score": ALERT_SCORE,
+        "threshold": ALERT_THRESHOLD,
+        "occurred_at": stored.occurred_at,
+        "url": f"{PUBLIC_URL}/alerts/{stored.alert_id}",
+    }
+    assert len(got.body) < 1000, "names and numbers only: no image, no vector"
+    assert b"10.0.0.9" not in got.body, "no camera address"
+    wait_until(lambda: outbox_counts_of(shop.store)["delivered"] == 1)
+    assert outbox_counts_of(shop.store) == {"pending": 0, "delivered": 1, "failed": 0}
+
+
+def outbox_counts_of(store: Store) -> dict[str, int]:
+    with store.session() as session:
+        return outbox_counts(session)
+
+
+@pytest.mark.parametrize(
+    ("statuses", "max_attempts", "attempts", "outcome"),
+    [
+        ([500, 503], 5, 3, "delivered"),  # fails twice, then 200
+        ([302, 200], 5, 2, "delivered"),  # a redirect is not followed: a failure
+        ([500, 500, 500], 3, 3, "failed"),  # given up after max_attempts, kept
+    ],
+    ids=["retried", "redirect", "given-up"],
+)
+def test_a_failed_delivery_is_retried_with_the_same_delivery_id(
+    shop: Shop,
+    store_settings: Settings,
+    biden: uuid.UUID,
+    seen: Sighting,
+    receiver: Receiver,
+    notifiers: list[Notifier],
+    statuses: list[int],
+    max_attempts: int,
+    attempts: int,
+    outcome: str,
+) -> None:
+    receiver.statuses = list(statuses)
+    settings = webhook_settings(store_settings, receiver, max_attempts=max_attempts)
+    match(shop, biden, seen, settings)
+    notifier = start(notifiers, settings, shop.store)
+    wait_until(lambda: outbox_counts_of(shop.store)[outcome] == 1)
+    notifier.stop()
+    (row,) = outbox(shop.store)
+    assert row.attempts == attempts == len(receiver.received)
+    assert {got.delivery for got in receiver.received} == {str(row.id)}
+    assert all(got.verified for got in receiver.received)
+    if outcome == "delivered":
+        assert row.delivered_at is not None
+        assert row.last_error is None
+    else:
+        assert row.failed_at is not None
+        assert row.delivered_at is None
+        assert row.last_error == "HTTP 500"
+
+
+def test_a_notification_waits_in_the_outbox_across_a_restart(
+    shop: Shop,
+    store_settings: Settings,
+    biden: uuid.UUID,
+    seen: Sighting,
+    notifiers: list[Notifier],
+) -> None:
+    """The receiver is down while one notifier runs; a later notifier on a freshly opened
+    store (the service restarted) delivers it once the receiver is back."""
+    down = Receiver(free_port())  # nothing listens on its port yet
+    settings = webhook_settings(store_settings, down)
+    match(shop, biden, seen, settings)
+    first = start(notifiers, settings, shop.store)
+    wait_until(lambda: outbox(shop.store)[0].attempts >= 2)
+    first.stop()
+    (row,) = outbox(shop.store)
+    assert (row.delivered_at, row.failed_at) == (None, None), "still pending"
+    assert (row.last_error or "").startswith("cannot connect")
+
+    down.start()
+    try:
+        reopened = open_store(store_settings)
+        try:
+            start(notifiers, settings, reopened)
+            (got,) = wait_until(lambda: down.received)
+            assert got.delivery == str(row.id)
+            assert got.verified
+            wait_until(lambda: outbox_counts_of(reopened)["delivered"] == 1)
+        finally:
+            notifiers[-1].stop()
+            reopened.close()
+    finally:
+        down.stop()
