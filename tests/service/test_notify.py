@@ -5,30 +5,44 @@ nothing is sent, unless configured."""
 
 from __future__ import annotations
 
+import hmac
 import json
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import select
 
-from tests.support.shop import ALERT_SCORE, ALERT_THRESHOLD, Shop, Sighting, enrol_subject
-from watchkeeper.config import NotifyConfig, Settings, WebConfig
+from tests.support.shop import (
+    ALERT_SCORE,
+    ALERT_THRESHOLD,
+    Shop,
+    Sighting,
+    enrol_subject,
+    record_sighting,
+)
+from watchkeeper.config import NotifyConfig, Settings, WebConfig, load_settings
+from watchkeeper.errors import ConfigError
 from watchkeeper.governance.live import StoredAlert, record_match
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.governance.subjects import FaceModels, approve, erase, suspend
 from watchkeeper.matching.gallery import Candidate
-from watchkeeper.notify.notifier import Notifier
-from watchkeeper.notify.outbox import outbox_counts
-from watchkeeper.notify.webhook import verify_signature
+from watchkeeper.notify.mqtt import alert_topic, status_topic
+from watchkeeper.notify.notifier import Notifier, retry_delay
+from watchkeeper.notify.outbox import outbox_counts, queue_alert_event, site_slug
+from watchkeeper.notify.webhook import signature, verify_signature
 from watchkeeper.pipeline import MatchEvent
 from watchkeeper.store.database import Store, open_store
-from watchkeeper.store.models import Alert, AuditEvent, OutboxMessage
+from watchkeeper.store.models import Alert, AuditEvent, OutboxMessage, Subject
 
 SECRET = "correct horse battery staple"
 PUBLIC_URL = "http://shop-pc:8000"
@@ -362,3 +376,304 @@ def test_a_notification_waits_in_the_outbox_across_a_restart(
             reopened.close()
     finally:
         down.stop()
+
+
+# --- only stored alerts, and only while they are kept ----------------------------------------
+
+
+def test_only_a_stored_alert_is_queued_and_erasure_removes_its_notifications(
+    shop: Shop,
+    store_settings: Settings,
+    biden: uuid.UUID,
+    seen: Sighting,
+    receiver: Receiver,
+) -> None:
+    settings = webhook_settings(store_settings, receiver)
+
+    # The transaction storing the alert fails after queueing: neither is kept.
+    def crash_after_queueing() -> None:
+        with shop.tx() as tx:
+            alert = record_sighting(tx.session, shop, tx.camera, biden, seen)
+            assert alert is not None
+            queued = queue_alert_event(
+                tx.session, shop.store, settings, alert, "alert.created", "t"
+            )
+            assert len(queued) == 1
+            raise RuntimeError("crash before commit")
+
+    with pytest.raises(RuntimeError, match="crash before commit"):
+        crash_after_queueing()
+    assert outbox(shop.store) == []
+    assert notify_events(shop.store) == []
+
+    # An entry suspended since the gallery was loaded raises no alert and no notification.
+    with shop.tx() as tx:
+        subject = tx.session.get_one(Subject, biden)
+        suspend(tx.session, shop.store.keys, tx.organisation, tx.user("carol"), subject, "check")
+    event = MatchEvent(1, str(biden), ALERT_SCORE, 0.0, 1.0, 10, (), (seen.chip,), seen.vector)
+    assert record_match(shop.store, shop.camera_id, seen.model_id, event, 0.9, settings) is None
+    assert outbox(shop.store) == []
+
+    # Erasing the entry deletes its alerts' queued notifications with them.
+    with shop.tx() as tx:
+        approve(
+            tx.session,
+            shop.store.keys,
+            tx.organisation,
+            tx.user("carol"),
+            tx.session.get_one(Subject, biden),
+        )
+    match(shop, biden, seen, settings)
+    assert len(outbox(shop.store)) == 1
+    with shop.tx() as tx:
+        erase(
+            tx.session,
+            shop.store,
+            tx.organisation,
+            tx.user("carol"),
+            tx.session.get_one(Subject, biden),
+            "request",
+        )
+    assert outbox(shop.store) == []
+
+
+# --- MQTT -----------------------------------------------------------------------------------
+
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+
+
+@dataclass
+class Broker:
+    """Debian's mosquitto on a free local port, anonymous, no persistence."""
+
+    binary: str
+    folder: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        config = self.folder / "mosquitto.conf"
+        config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        )
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+        def listening() -> bool:
+            assert self.process is not None
+            assert self.process.poll() is None, self.process.communicate()[1].decode()
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(listening)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    binary = shutil.which("mosquitto") or (str(MOSQUITTO) if MOSQUITTO.is_file() else None)
+    if binary is None:
+        pytest.fail(
+            "the MQTT tests need the mosquitto broker (Debian: apt-get install mosquitto); "
+            f"it is neither on PATH nor at {MOSQUITTO}"
+        )
+    found = Broker(binary, tmp_path)
+    yield found
+    found.stop()
+
+
+@dataclass
+class Subscriber:
+    """A paho client subscribed to everything under ``watchkeeper/``."""
+
+    port: int
+    client_id: str = "test-subscriber"
+    messages: list[mqtt.MQTTMessage] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
+        self.client.on_connect = lambda client, *_: client.subscribe("watchkeeper/#", qos=1)
+        self.client.on_message = lambda _client, _userdata, message: self.messages.append(message)
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+
+    def on(self, topic: str) -> list[mqtt.MQTTMessage]:
+        return [m for m in self.messages if m.topic == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_alerts_are_published_per_site_with_an_availability_topic(
+    shop: Shop,
+    store_settings: Settings,
+    biden: uuid.UUID,
+    seen: Sighting,
+    broker: Broker,
+    notifiers: list[Notifier],
+) -> None:
+    """The broker is down when the alert is stored: it is retried until the broker is up,
+    then published once to watchkeeper/leeds/alert; watchkeeper/status is 'online'
+    (retained) while the notifier runs and 'offline' after it stops."""
+    settings = with_notify(
+        store_settings, mqtt={"host": "127.0.0.1", "port": broker.port}, **FAST_RETRY
+    )
+    stored = match(shop, biden, seen, settings)
+    (queued,) = outbox(shop.store)
+    assert queued.destination == "mqtt"
+    notifier = start(notifiers, settings, shop.store)
+    wait_until(lambda: outbox(shop.store)[0].attempts >= 1)
+    assert (outbox(shop.store)[0].last_error or "").startswith("not connected to the MQTT broker")
+
+    broker.start()
+    subscriber = Subscriber(broker.port)
+    try:
+        (published,) = wait_until(lambda: subscriber.on(alert_topic("watchkeeper", "Leeds")), 20)
+        assert published.topic == "watchkeeper/leeds/alert"
+        assert (published.qos, published.retain) == (1, False)
+        payload = json.loads(published.payload)
+        assert set(payload) == PAYLOAD_KEYS | {"delivery"}
+        assert payload["delivery"] == str(queued.id)
+        assert (payload["alert_id"], payload["entry"]) == (stored.alert_id, "man, grey suit")
+        wait_until(lambda: outbox_counts_of(shop.store)["delivered"] == 1)
+        (online,) = wait_until(lambda: subscriber.on(status_topic("watchkeeper")))
+        assert online.payload == b"online"
+        later = Subscriber(broker.port, "late-subscriber")
+        try:
+            (kept,) = wait_until(lambda: later.on(status_topic("watchkeeper")))
+            assert kept.retain, "Home Assistant sees the service's state when it subscribes"
+            assert kept.payload == b"online"
+        finally:
+            later.close()
+        assert subscriber.on(alert_topic("watchkeeper", "Leeds")) == [published], "once"
+
+        notifier.stop()
+        statuses = wait_until(lambda: subscriber.on("watchkeeper/status")[1:])
+        assert [m.payload for m in statuses] == [b"offline"]
+    finally:
+        subscriber.close()
+
+
+# --- settings, signatures and timing ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("notify", "reason"),
+    [
+        ({"webhooks": [{"url": "ftp://x/", "secret": SECRET}]}, "http:// or https://"),
+        ({"webhooks": [{"url": "http:///path", "secret": SECRET}]}, "with a host"),
+        ({"webhooks": [{"url": "http://a/"}]}, "exactly one of secret or secret_env"),
+        (
+            {"webhooks": [{"url": "http://a/", "secret": SECRET, "secret_env": "S"}]},
+            "exactly one of secret or secret_env",
+        ),
+        ({"webhooks": [{"url": "http://a/", "secret": "short"}]}, "at least 16 characters"),
+        (
+            {
+                "webhooks": [
+                    {"url": "http://a/1", "secret": SECRET},
+                    {"url": "http://a/2", "secret": SECRET},
+                ]
+            },
+            "give each a different name",
+        ),
+        ({"webhooks": [{"url": "http://a/", "secret": SECRET, "events": ["x"]}]}, "events"),
+        ({"mqtt": {"host": "h", "topic_prefix": "shop/#"}}, "topic_prefix"),
+        ({"mqtt": {"host": "h", "password": "pw", "colour": "red"}}, "colour"),
+    ],
+)
+def test_bad_notification_settings_are_refused(notify: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        load_settings(notify=notify)
+
+
+def test_a_secret_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, store: Store, receiver: Receiver
+) -> None:
+    settings = load_settings(
+        notify={"webhooks": [{"url": receiver.url, "secret_env": "SHOP_HOOK_SECRET"}]}
+    )
+    monkeypatch.delenv("SHOP_HOOK_SECRET", raising=False)
+    with pytest.raises(ConfigError, match="SHOP_HOOK_SECRET"):
+        Notifier(settings, store)
+    monkeypatch.setenv("SHOP_HOOK_SECRET", SECRET)
+    notifier = Notifier(settings, store)
+    assert notifier.webhooks[f"webhook:127.0.0.1:{receiver.port}"].secret == SECRET.encode()
+
+
+BODY = b'{"event":"alert.created"}'
+NOW = 1_800_000_000
+
+
+@pytest.mark.parametrize(
+    ("secret", "timestamp", "body", "header", "genuine"),
+    [
+        (SECRET, str(NOW), BODY, signature(SECRET.encode(), str(NOW), BODY), True),
+        (SECRET, str(NOW - 299), BODY, signature(SECRET.encode(), str(NOW - 299), BODY), True),
+        (SECRET, str(NOW), BODY + b" ", signature(SECRET.encode(), str(NOW), BODY), False),
+        ("another secret 123", str(NOW), BODY, signature(SECRET.encode(), str(NOW), BODY), False),
+        (SECRET, str(NOW + 1), BODY, signature(SECRET.encode(), str(NOW), BODY), False),
+        (SECRET, str(NOW - 301), BODY, signature(SECRET.encode(), str(NOW - 301), BODY), False),
+        (SECRET, "soon", BODY, signature(SECRET.encode(), "soon", BODY), False),
+        (
+            SECRET,
+            str(NOW),
+            BODY,
+            hmac.new(SECRET.encode(), f"{NOW}.".encode() + BODY, "sha256").hexdigest(),
+            False,
+        ),
+    ],
+    ids=[
+        "genuine",
+        "just-in-time",
+        "body-changed",
+        "wrong-secret",
+        "timestamp-changed",
+        "replayed-late",
+        "bad-timestamp",
+        "no-prefix",
+    ],
+)
+def test_a_receiver_verifies_the_signature(
+    secret: str, timestamp: str, body: bytes, header: str, genuine: bool
+) -> None:
+    assert verify_signature(secret, timestamp, body, header, now=NOW) is genuine
+
+
+@pytest.mark.parametrize(
+    ("attempts", "low", "high"),
+    [
+        (1, 0.8, 1.2),
+        (2, 1.6, 2.4),
+        (4, 6.4, 9.6),
+        (10, 409.6, 614.4),
+        (11, 480, 720),
+        (60, 480, 720),
+    ],
+)
+def test_retries_back_off_exponentially_up_to_the_maximum(
+    attempts: int, low: float, high: float
+) -> None:
+    delays = [retry_delay(NotifyConfig(), attempts) for _ in range(50)]
+    assert all(low <= d <= high for d in delays)
+    assert len(set(delays)) > 1, "jittered"
+
+
+@pytest.mark.parametrize(
+    ("site", "slug"),
+    [
+        ("Leeds", "leeds"),
+        ("Leeds Kirkgate", "leeds-kirkgate"),
+        ("St. Ann's / #2", "st-ann-s-2"),
+        ("+++", "site"),
+    ],
+)
+def test_a_site_is_one_topic_level(site: str, slug: str) -> None:
+    assert site_slug(site) == slug
+    assert alert_topic("watchkeeper", site) == f"watchkeeper/{slug}/alert"
