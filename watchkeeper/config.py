@@ -473,11 +473,12 @@ class WebhookConfig(BaseModel):
     secret_env: str | None = Field(
         None, description="Name of the environment variable holding the secret."
     )
-    events: list[Literal["alert.created"]] = Field(
-        default_factory=lambda: ["alert.created"],
+    events: list[Literal["alert.created", "alert.confirmed", "alert.rejected"]] = Field(
+        default_factory=lambda: ["alert.created", "alert.confirmed", "alert.rejected"],
         min_length=1,
         description="Events sent to this receiver: 'alert.created' (a match stored as a "
-        "pending alert).",
+        "pending alert), 'alert.confirmed' (two reviewers confirmed it) and 'alert.rejected' "
+        "(a reviewer rejected it). The MQTT broker gets all three.",
     )
 
     @model_validator(mode="after")

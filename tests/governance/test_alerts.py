@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tests.support.alerts import add_york
 from tests.support.shop import (
     ALERT_THRESHOLD,
     Shop,
@@ -36,7 +37,7 @@ from watchkeeper.governance.alerts import (
     show_alert,
     sighting_flags,
 )
-from watchkeeper.governance.organisation import add_camera, add_site, add_user
+from watchkeeper.governance.organisation import add_site
 from watchkeeper.governance.subjects import (
     ALERT_CROP,
     FaceModels,
@@ -53,7 +54,6 @@ from watchkeeper.store.models import (
     Camera,
     Decision,
     Review,
-    Role,
     Subject,
     SubjectStatus,
     utcnow,
@@ -633,18 +633,8 @@ def test_sighting_flag_limits_come_from_the_configuration() -> None:
 
 @pytest.fixture
 def york(shop: Shop) -> uuid.UUID:
-    """A second site, "York", with a camera "gate" and a reviewer "yvonne" bound to it;
-    the camera's id."""
-    with shop.tx() as tx:
-        alice = tx.user("alice")
-        site = add_site(tx.session, shop.store.keys, tx.organisation, alice, "York")
-        add_user(
-            tx.session, shop.store.keys, tx.organisation, alice, "yvonne", Role.REVIEWER, [site]
-        )
-        camera = add_camera(
-            tx.session, shop.store.keys, tx.organisation, alice, site, "gate", "rtsp://h/s"
-        )
-        return camera.id
+    """A second site, "York", with a camera and a reviewer "yvonne"; the camera's id."""
+    return add_york(shop)
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ from tests.support.shop import (
 )
 from watchkeeper.config import NotifyConfig, Settings, WebConfig, load_settings
 from watchkeeper.errors import ConfigError
+from watchkeeper.governance.alerts import review
 from watchkeeper.governance.live import StoredAlert, record_match
 from watchkeeper.governance.subjects import FaceModels, approve, erase, suspend
 from watchkeeper.matching.gallery import Candidate
@@ -42,7 +43,7 @@ from watchkeeper.notify.outbox import outbox_counts, queue_alert_event, site_slu
 from watchkeeper.notify.webhook import signature, verify_signature
 from watchkeeper.pipeline import MatchEvent
 from watchkeeper.store.database import Store, open_store
-from watchkeeper.store.models import Alert, AuditEvent, OutboxMessage, Subject
+from watchkeeper.store.models import Alert, AuditEvent, Decision, OutboxMessage, Subject
 
 SECRET = "correct horse battery staple"
 PUBLIC_URL = "http://shop-pc:8000"
@@ -376,6 +377,54 @@ def test_a_notification_waits_in_the_outbox_across_a_restart(
             reopened.close()
     finally:
         down.stop()
+
+
+@pytest.mark.parametrize(
+    ("events", "decisions", "notified"),
+    [
+        (None, ["confirm", "confirm"], ["alert.created", "alert.confirmed"]),
+        (None, ["reject"], ["alert.created", "alert.rejected"]),
+        (None, ["confirm", "unsure"], ["alert.created"]),  # not settled: nothing new
+        (["alert.created"], ["reject"], ["alert.created"]),  # this receiver asked for less
+    ],
+    ids=["confirmed", "rejected", "unsettled", "created-only"],
+)
+def test_the_review_that_settles_an_alert_is_notified(
+    shop: Shop,
+    store_settings: Settings,
+    biden: uuid.UUID,
+    seen: Sighting,
+    receiver: Receiver,
+    notifiers: list[Notifier],
+    events: list[str] | None,
+    decisions: list[str],
+    notified: list[str],
+) -> None:
+    hook = {"url": receiver.url, "secret": SECRET, **({"events": events} if events else {})}
+    settings = with_notify(store_settings, webhooks=[hook], **FAST_RETRY)
+    stored = match(shop, biden, seen, settings)
+    for reviewer, decision in zip(["dave", "erin"], decisions, strict=False):
+        with shop.tx() as tx:
+            alert = tx.session.get_one(Alert, uuid.UUID(stored.alert_id))
+            user = tx.user(reviewer)
+            review(
+                tx.session,
+                shop.store,
+                tx.organisation,
+                user,
+                alert,
+                Decision(decision),
+                None,
+                settings,
+            )
+    assert [message.event for message in outbox(shop.store)] == notified
+    start(notifiers, settings, shop.store)
+    wait_until(lambda: len(receiver.received) == len(notified))
+    time.sleep(0.2)
+    assert [got.event for got in receiver.received] == notified, "oldest first, nothing more"
+    assert [got.payload["event"] for got in receiver.received] == notified
+    settled = {"alert.confirmed": "confirmed", "alert.rejected": "rejected"}
+    assert receiver.received[-1].payload["status"] == settled.get(notified[-1], "pending")
 
 
 # --- only stored alerts, and only while they are kept ----------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from watchkeeper.config import ReviewConfig
+from watchkeeper.config import ReviewConfig, Settings
 from watchkeeper.errors import ImageError, NotFoundError, PolicyError
 from watchkeeper.governance import audit
 from watchkeeper.governance.access import (
@@ -28,6 +28,7 @@ from watchkeeper.governance.access import (
     site_scope,
 )
 from watchkeeper.governance.subjects import ALERT_CROP, is_searchable, suspend
+from watchkeeper.notify import outbox
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import (
     Alert,
@@ -210,8 +211,11 @@ def review(
     alert: Alert,
     decision: Decision,
     note: str | None = None,
+    settings: Settings | None = None,
 ) -> Alert:
-    """Record ``actor``'s decision on ``alert`` and update its status."""
+    """Record ``actor``'s decision on ``alert`` and update its status. With ``settings``,
+    the decision that confirms or rejects it is queued, in this transaction, for the
+    notifications configured there (``alert.confirmed``, ``alert.rejected``)."""
     require(actor, Permission.REVIEW)
     ensure_owned(alert, organisation)
     ensure_visible(alert, actor)
@@ -242,6 +246,11 @@ def review(
         decision=decision.value,
         status=alert.status.value,
     )
+    if settings is not None and alert.status in (AlertStatus.CONFIRMED, AlertStatus.REJECTED):
+        event: outbox.Event = (
+            "alert.confirmed" if alert.status == AlertStatus.CONFIRMED else "alert.rejected"
+        )
+        outbox.queue_alert_event(session, store, settings, alert, event, actor.name)
     if alert.status == AlertStatus.REJECTED and before != AlertStatus.REJECTED:
         subject = alert.subject
         session.refresh(subject, with_for_update=True)  # other alerts may have counted since

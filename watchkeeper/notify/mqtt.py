@@ -1,7 +1,9 @@
 """Publishing alerts to an MQTT broker, for Home Assistant and NVRs.
 
-Each alert goes to ``<prefix>/<site slug>/alert`` (QoS 1, not retained: an old alert is
-not news to a subscriber who joins later). ``<prefix>/status`` is retained and says
+Each notification (``alert.created``, ``alert.confirmed`` or ``alert.rejected``: the
+payload's ``event`` says which) goes to ``<prefix>/<site slug>/alert`` (QoS 1, not
+retained: an old alert is not news to a subscriber who joins later), with its delivery
+id as ``delivery`` in the JSON, the same on every retry. ``<prefix>/status`` is retained and says
 ``online`` while the service is connected and ``offline`` after it stops or, through
 the broker's last will, after it vanishes; Home Assistant's availability topic.
 """

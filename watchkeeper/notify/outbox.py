@@ -10,12 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from watchkeeper.config import Settings
-from watchkeeper.governance import audit
-from watchkeeper.governance.alerts import score_band
+from watchkeeper.governance import alerts, audit
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import Alert, Organisation, OutboxMessage, utcnow
 
-Event = Literal["alert.created"]
+Event = Literal["alert.created", "alert.confirmed", "alert.rejected"]
 
 MQTT = "mqtt"
 """The destination name of the MQTT broker."""
@@ -51,7 +50,7 @@ def alert_payload(
         "camera": alert.camera.name,
         "entry": alert.subject.label,
         "status": alert.status.value,
-        "band": score_band(score, threshold, settings.review),
+        "band": alerts.score_band(score, threshold, settings.review),
         "score": score,
         "threshold": threshold,
         "occurred_at": alert.occurred_at.isoformat(),
