@@ -84,7 +84,8 @@ class AuditFilter:
         )
 
     def details(self) -> dict[str, str]:
-        """The filters in use, for the audit event that records the reading."""
+        """The filters in use, for the audit event that records the reading (under
+        ``filters``: ``actor`` and ``action`` name the event's own)."""
         values = {
             "actor": self.actor,
             "action": self.action,
@@ -195,7 +196,7 @@ def browse(
         "audit.view",
         None,
         None,
-        **filters.details(),
+        filters=filters.details(),
         **{name: value for name, value in extra.items() if value is not None},
         shown=len(shown.events),
     )
@@ -274,7 +275,7 @@ def export_csv(
         "audit.export",
         None,
         None,
-        **filters.details(),
+        filters=filters.details(),
         rows=rows,
     )
     return out.getvalue(), rows
