@@ -151,5 +151,6 @@ def post_review(
     alert = access.owned(session, Alert, caller.organisation.id, alert_id)
     note = (body.note or "").strip() or None
     store = store_of(request)
-    review(session, store, caller.organisation, caller.user, alert, body.decision, note)
+    settings = settings_of(request)
+    review(session, store, caller.organisation, caller.user, alert, body.decision, note, settings)
     return _public(request, alert, alert_view(alert, full=True))

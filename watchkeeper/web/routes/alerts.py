@@ -221,7 +221,16 @@ def alert_review(
             request, session, me, alert, "Choose confirm, reject or unsure.", status_code=422
         )
     try:
-        review(session, store_of(request), me.organisation, me.user, alert, chosen, note or None)
+        review(
+            session,
+            store_of(request),
+            me.organisation,
+            me.user,
+            alert,
+            chosen,
+            note or None,
+            settings_of(request),
+        )
     except PolicyError as refused:
         return render_card(request, session, me, alert, str(refused), status_code=422)
     return RedirectResponse(f"/alerts/{alert.id}", status_code=303)
