@@ -329,7 +329,7 @@ def test_a_failed_delivery_is_retried_with_the_same_delivery_id(
     settings = webhook_settings(store_settings, receiver, max_attempts=max_attempts)
     match(shop, biden, seen, settings)
     notifier = start(notifiers, settings, shop.store)
-    wait_until(lambda: outbox_counts_of(shop.store)[outcome] == 1)
+    wait_until(lambda: notifier.counts()[outcome] == 1)
     notifier.stop()
     (row,) = outbox(shop.store)
     assert row.attempts == attempts == len(receiver.received)
@@ -425,6 +425,24 @@ def test_the_review_that_settles_an_alert_is_notified(
     assert [got.payload["event"] for got in receiver.received] == notified
     settled = {"alert.confirmed": "confirmed", "alert.rejected": "rejected"}
     assert receiver.received[-1].payload["status"] == settled.get(notified[-1], "pending")
+
+
+def test_a_woken_notifier_sends_at_once(
+    shop: Shop,
+    store_settings: Settings,
+    biden: uuid.UUID,
+    seen: Sighting,
+    receiver: Receiver,
+    notifiers: list[Notifier],
+) -> None:
+    """Between polls (here 10 s apart) a notifier sleeps; wake() after storing an alert
+    sends it now."""
+    settings = webhook_settings(store_settings, receiver, poll_s=10)
+    notifier = start(notifiers, settings, shop.store)
+    time.sleep(0.2)  # its first look found nothing; the next is 10 s away
+    match(shop, biden, seen, settings)
+    notifier.wake()
+    wait_until(lambda: receiver.received, timeout_s=3)
 
 
 # --- only stored alerts, and only while they are kept ----------------------------------------

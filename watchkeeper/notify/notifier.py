@@ -148,6 +148,11 @@ class Notifier:
             self._send(claimed)
         except DeliveryError as exc:
             error = str(exc)[:ERROR_MAX_CHARS]
+        except Exception as exc:  # a bug must not retry one notification for ever
+            log.exception(
+                "notification %s to %s: unexpected error", claimed.id, claimed.destination
+            )
+            error = f"unexpected error: {exc!r}"[:ERROR_MAX_CHARS]
         self._record(claimed, error)
         return True
 
