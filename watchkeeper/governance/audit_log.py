@@ -179,9 +179,10 @@ def browse(
     reading is audited (``audit.view``, with the filters) after both, so it is in
     neither.
 
-    Verifying reads and MACs every event of the organisation (about 40 µs an event:
-    a second for 25,000), the price of never showing a log whose tampering went
-    unnoticed; API clients that page through the log verify once instead."""
+    Verifying reads and MACs every event of the organisation on each call (85 µs an
+    event on a busy 2-core machine: 1.7 s for 20,000 events, while the page itself
+    takes 5 ms), the price of never showing a log whose tampering went unnoticed; API
+    clients that page through the log verify once instead."""
     require(actor, Permission.AUDIT)
     report = audit.verify(session, keys, organisation) if verify else None
     shown = page(session, organisation.id, filters, before, after, size)
@@ -246,7 +247,7 @@ def export_csv(
 ) -> tuple[str, int]:
     """Every matching event, oldest first, as CSV (details as JSON), and how many; the
     export is audited (``audit.export``, with the filters and the count). Built in
-    memory: about 200 bytes an event."""
+    memory: about 100 bytes an event (20,000 events in about a second, 2 MB)."""
     require(actor, Permission.AUDIT)
     query = _query(organisation.id, filters).order_by(AuditEvent.sequence)
     out = io.StringIO()
