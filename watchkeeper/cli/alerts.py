@@ -93,7 +93,7 @@ def alerts_review(
     with cli_errors(), governed(ctx, user, organisation) as g:
         found = access.owned(g.session, Alert, g.organisation.id, alert)
         view = alert_view(
-            review(g.session, g.store, g.organisation, g.actor, found, decision, note)
+            review(g.session, g.store, g.organisation, g.actor, found, decision, note, g.settings)
         )
     if as_json:
         emit_json(view)

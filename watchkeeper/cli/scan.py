@@ -187,6 +187,7 @@ def scan(
                 face_embedder.model_id,
                 settings.store.watchlist_refresh_s,
                 organisation,
+                settings=settings,
             )
             gallery = stored.gallery
             described = f"stored watchlist for camera {stored.camera_name}"

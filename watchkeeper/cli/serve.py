@@ -66,8 +66,10 @@ def serve(
     # command would pay at start.
     import uvicorn
 
+    from watchkeeper.governance.live import StoredAlert
+    from watchkeeper.notify.notifier import Notifier
     from watchkeeper.service.broadcast import AlertBroadcaster
-    from watchkeeper.service.supervisor import Supervisor
+    from watchkeeper.service.supervisor import CameraHealth, Supervisor
     from watchkeeper.web.app import create_app
     from watchkeeper.web.routes.alerts import alert_message
 
@@ -75,12 +77,17 @@ def serve(
     with cli_errors():
         store, name = open_or_initialise(ctx, organisation)
         settings = ctx.obj.settings(**({"web": overrides} if overrides else {}))
+        notifier = Notifier(settings, store)
     web = settings.web
     stderr.print(f"Watchkeeper for {name} on http://{web.host}:{web.port}/ (Ctrl-C stops it).")
     broadcaster = AlertBroadcaster()
-    supervisor = Supervisor(
-        settings, store, lambda camera, alert: broadcaster.publish(alert_message(camera, alert))
-    )
+
+    def on_alert(camera: CameraHealth, alert: StoredAlert) -> None:
+        broadcaster.publish(alert_message(camera, alert))
+        notifier.wake()  # its webhooks and MQTT messages were queued with the alert
+
+    supervisor = Supervisor(settings, store, on_alert)
+    notifier.start()
     try:
         uvicorn.run(
             create_app(settings, store, supervisor, broadcaster),
@@ -93,4 +100,5 @@ def serve(
             timeout_graceful_shutdown=3,
         )
     finally:
+        notifier.stop()  # what is not delivered yet stays queued for the next start
         store.close()
