@@ -402,13 +402,20 @@ def cameras_set(
         bool | None, typer.Option("--enable/--disable", help="Allow or stop scanning it.")
     ] = None,
     schedule: Annotated[str | None, typer.Option(help="When it runs ('' to clear).")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="New source (URL, video file or webcam index).")
+    ] = None,
     user: UserOption = None,
     organisation: OrganisationOption = None,
 ) -> None:
-    """Enable or disable a camera, or set its schedule (administrators only)."""
+    """Enable or disable a camera, set its schedule or give it a new source
+    (administrators only). A running `serve` applies it when recognition next starts;
+    changes made on its cameras page apply at once."""
     with cli_errors(), governed(ctx, user, organisation) as g:
         found = access.camera(g.session, g.organisation.id, camera)
-        update_camera(g.session, g.store.keys, g.organisation, g.actor, found, enable, schedule)
+        update_camera(
+            g.session, g.store.keys, g.organisation, g.actor, found, enable, schedule, source
+        )
     stderr.print(f"camera {camera} updated")
 
 

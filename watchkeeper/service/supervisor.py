@@ -373,8 +373,14 @@ class _CameraRunner(threading.Thread):
             return progressed
         if kind == "match":
             _, event, threshold = message
+            # Its webhooks and MQTT messages are queued in the same transaction.
             stored = record_match(
-                self.supervisor.store, self.camera_id, self.model_id, event, threshold
+                self.supervisor.store,
+                self.camera_id,
+                self.model_id,
+                event,
+                threshold,
+                self.supervisor.settings,
             )
             if stored is not None:
                 self._update(alerts=self.health.alerts + 1)
