@@ -65,6 +65,7 @@ TABLES = {
     "audit_event",
     "login_session",
     "api_token",
+    "notification_outbox",
 }
 AUDIT_HEAD = {"audit_count", "audit_head", "audit_head_mac"}
 """The organisation's columns that change with every audit event."""
