@@ -105,7 +105,6 @@ def test_a_day_at_the_shop_in_a_browser(service: RunningService, browsers) -> No
 
     sign_in(admin, base, "alice")
     add_debate_camera(admin, base)
-    screenshot(admin, "cameras")
 
     row = WebDriverWait(reviewer, 180, poll_frequency=0.5).until(
         lambda w: w.find_elements(By.CSS_SELECTOR, "#alerts tr.new-alert")
@@ -113,6 +112,8 @@ def test_a_day_at_the_shop_in_a_browser(service: RunningService, browsers) -> No
     assert "Joseph_Biden" in row.text
     assert "Leeds/till" in row.text
     screenshot(reviewer, "alerts-live")
+    admin.get(f"{base}/cameras")
+    screenshot(admin, "cameras")
     row.find_element(By.TAG_NAME, "a").click()
     wait_for(reviewer, "form.review")
     card = text_of(reviewer)

@@ -114,8 +114,7 @@ def first_administrator(
         )
     ).first():
         raise PolicyError(
-            f"{organisation.name!r} already has an administrator; they add users "
-            "(--user ADMIN)"
+            f"{organisation.name!r} already has an administrator; they add users (--user ADMIN)"
         )
     if not name.strip():
         raise PolicyError("a user needs a name")
