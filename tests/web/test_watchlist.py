@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,13 +15,14 @@ from sqlalchemy import func, select
 
 from tests.support.data import lfw_photos
 from tests.support.shop import Shop, enrol_in, enrol_subject
-from tests.support.web import PASSWORD, Browser, sign_in
+from tests.support.web import PASSWORD, Browser, set_passwords, sign_in
 from tests.vision.test_images import png_bomb
 from watchkeeper.config import Settings
 from watchkeeper.governance.accounts import set_password
 from watchkeeper.governance.organisation import add_site, add_user
 from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.store.models import AuditEvent, FaceImage, Incident, Role, Subject
+from watchkeeper.web.app import create_app
 
 
 @pytest.fixture
@@ -482,3 +484,20 @@ def test_renew_suspend_restrict_and_reinstate(
         e.action for e in audit_actions(shop, "subject.reinstate")
     }
     assert actions == {"subject.renew", "subject.reinstate"}
+
+
+def test_a_missing_model_is_the_servers_fault_and_nothing_is_stored(
+    shop: Shop, store_settings: Settings, tmp_path: Path
+) -> None:
+    """YuNet asked for by name (not 'auto', which falls back to dlib's HOG) with its file
+    missing: a proposal is answered 503 naming the file."""
+    set_passwords(shop)
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    detection = store_settings.detection.model_copy(update={"backend": "yunet"})
+    settings = store_settings.model_copy(update={"models_dir": empty, "detection": detection})
+    with TestClient(create_app(settings, shop.store), follow_redirects=False) as client:
+        response = propose(sign_in(client, "bob"), shop, [("good.jpg", BIDEN[0])])
+    assert response.status_code == 503
+    assert "face_detection_yunet" in response.text
+    assert stored(shop) == (0, 0, [])

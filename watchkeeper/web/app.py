@@ -14,7 +14,13 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from watchkeeper.config import Settings
-from watchkeeper.errors import ImageError, NotFoundError, PolicyError, WatchlistError
+from watchkeeper.errors import (
+    ImageError,
+    ModelError,
+    NotFoundError,
+    PolicyError,
+    WatchlistError,
+)
 from watchkeeper.service.broadcast import AlertBroadcaster
 from watchkeeper.service.supervisor import Supervisor
 from watchkeeper.store.database import Store
@@ -92,10 +98,17 @@ def create_app(
     @app.exception_handler(PolicyError)
     @app.exception_handler(WatchlistError)
     @app.exception_handler(ImageError)
+    @app.exception_handler(ModelError)
     async def refused(request: Request, exc: Exception) -> Response:
         """A refusal from the governance layer (its transaction is rolled back, so
-        nothing was stored): 404 for what is not found, 422 for what the rules refuse."""
-        status = 404 if isinstance(exc, NotFoundError) else 422
+        nothing was stored): 404 for what is not found, 422 for what the rules refuse,
+        503 when a model the request needs cannot be loaded (the message names it)."""
+        if isinstance(exc, NotFoundError):
+            status = 404
+        elif isinstance(exc, ModelError):
+            status = 503  # a model file is missing or wrong: the server's fault, not the user's
+        else:
+            status = 422
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": str(exc)}, status_code=status)
         return templates.TemplateResponse(
