@@ -26,7 +26,15 @@ def submit(window: WebDriver, form_css: str, button_text: str | None = None) -> 
 
 
 def text_of(window: WebDriver) -> str:
-    return window.find_element(By.TAG_NAME, "main").text
+    """The page's main text, read in one step (a page being replaced reads as empty
+    rather than failing with a stale element)."""
+    return read(window, "main")
+
+
+def read(window: WebDriver, css: str) -> str:
+    """The text of the first element matching ``css`` now ('' if there is none)."""
+    script = "return document.querySelector(arguments[0])?.innerText ?? ''"
+    return window.execute_script(script, css)
 
 
 def record_incident(window: WebDriver, base: str) -> None:
@@ -82,9 +90,7 @@ def test_a_day_at_the_shop_in_a_browser(service: RunningService, browsers) -> No
     # The reviewer keeps the alerts page open all along, as on the shop's screen.
     sign_in(reviewer, base, "dave", "/alerts")
     wait_for(reviewer, "#alerts")
-    WebDriverWait(reviewer, 15).until(
-        lambda w: w.find_element(By.ID, "live-state").text.startswith("Live")
-    )
+    WebDriverWait(reviewer, 15).until(lambda w: read(w, "#live-state").startswith("Live"))
 
     sign_in(reporter, base, "bob")
     record_incident(reporter, base)
@@ -129,14 +135,12 @@ def test_a_day_at_the_shop_in_a_browser(service: RunningService, browsers) -> No
     card_url = reviewer.current_url
     review(reviewer, "confirm", "Same face as the enrolment photos")
     WebDriverWait(reviewer, 15).until(lambda w: "Confirmed so far by dave" in text_of(w))
-    assert "pending" in reviewer.find_element(By.TAG_NAME, "h1").text
+    assert "pending" in read(reviewer, "h1")
 
     sign_in(second_reviewer, base, "erin")
     second_reviewer.get(card_url)
     review(second_reviewer, "confirm", "Agree: same person")
-    WebDriverWait(second_reviewer, 15).until(
-        lambda w: "confirmed" in w.find_element(By.TAG_NAME, "h1").text
-    )
+    WebDriverWait(second_reviewer, 15).until(lambda w: "confirmed" in read(w, "h1"))
     screenshot(second_reviewer, "alert-confirmed")
 
     sign_in(auditor, base, "frank")
