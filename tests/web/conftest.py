@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support.shop import Shop
+from tests.support.alerts import raise_alert
+from tests.support.shop import Shop, Sighting, enrol_subject
 from tests.support.web import set_passwords
 from watchkeeper.config import Settings
+from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.web.app import create_app
 
 
@@ -19,3 +22,21 @@ def web(shop: Shop, store_settings: Settings) -> Iterator[TestClient]:
     set_passwords(shop)
     with TestClient(create_app(store_settings, shop.store), follow_redirects=False) as client:
         yield client
+
+
+@pytest.fixture
+def biden(shop: Shop, face_models: FaceModels) -> uuid.UUID:
+    """Joseph Biden's approved entry, two enrolment photos; its id."""
+    return enrol_subject(shop, face_models, "Joseph_Biden", photos=2)
+
+
+@pytest.fixture
+def seen(sightings: Callable[[str, int], Sighting]) -> Sighting:
+    """A photo of Biden not used for enrolment, as a camera would have seen it."""
+    return sightings("Joseph_Biden", 4)
+
+
+@pytest.fixture
+def alert_id(shop: Shop, biden: uuid.UUID, seen: Sighting) -> str:
+    """A pending alert of Biden's entry at the shop's door; its id."""
+    return raise_alert(shop, biden, seen)

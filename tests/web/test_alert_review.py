@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -15,29 +14,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.support.alerts import SCORE, THRESHOLD, add_york, audit_trail, raise_alert
-from tests.support.shop import Shop, Sighting, enrol_in, enrol_subject
+from tests.support.shop import Shop, Sighting, enrol_in
 from tests.support.web import Browser, sign_in
 from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.store.models import Alert, AlertStatus, Camera, FaceImage, Review
 
 GUIDANCE_START = "Do not approach or accuse anyone on the strength of this alert."
-
-
-@pytest.fixture
-def biden(shop: Shop, face_models: FaceModels) -> uuid.UUID:
-    """Joseph Biden's approved entry, two enrolment photos; its id."""
-    return enrol_subject(shop, face_models, "Joseph_Biden", photos=2)
-
-
-@pytest.fixture
-def seen(sightings: Callable[[str, int], Sighting]) -> Sighting:
-    """A photo of Biden not used for enrolment, as a camera would have seen it."""
-    return sightings("Joseph_Biden", 4)
-
-
-@pytest.fixture
-def alert_id(shop: Shop, biden: uuid.UUID, seen: Sighting) -> str:
-    return raise_alert(shop, biden, seen)
 
 
 def reviews_of(shop: Shop, alert_id: str) -> list[tuple[str, str]]:

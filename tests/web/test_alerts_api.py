@@ -5,7 +5,6 @@ same rules as the pages; site scoping and the audit trail."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -14,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.support.alerts import BRIEF, SCORE, THRESHOLD, add_york, audit_trail, raise_alert
-from tests.support.shop import Shop, Sighting, enrol_in, enrol_subject
+from tests.support.shop import Shop, Sighting, enrol_in
 from tests.support.web import api_token
 from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.store.models import Alert, AlertStatus, Camera, FaceImage, Review
@@ -24,21 +23,6 @@ CARD_FIELDS = {
     "threshold", "status", "model", "sighting", "flags", "expires_at", "photos", "incidents",
     "reviews", "confirmations_needed", "confirmed_by",
 }  # fmt: skip
-
-
-@pytest.fixture
-def biden(shop: Shop, face_models: FaceModels) -> uuid.UUID:
-    return enrol_subject(shop, face_models, "Joseph_Biden", photos=2)
-
-
-@pytest.fixture
-def seen(sightings: Callable[[str, int], Sighting]) -> Sighting:
-    return sightings("Joseph_Biden", 4)
-
-
-@pytest.fixture
-def alert_id(shop: Shop, biden: uuid.UUID, seen: Sighting) -> str:
-    return raise_alert(shop, biden, seen)
 
 
 def numbers_in(value: object) -> list[float]:
