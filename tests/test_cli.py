@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from tests.support.cli import Sandbox, one_line_error
 from tests.support.data import DEBATE, MODELS, build_watchlist, lfw_photos
 from tests.support.http_server import serve_folder
+from tests.support.net import unused_port
 from tests.support.rtsp_server import RtspServer
 
 YUNET = "face_detection_yunet_2023mar.onnx"
@@ -129,12 +129,6 @@ def test_scan_of_a_camera_that_goes_away(sandbox: Sandbox, biden_only: Path) -> 
     )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def corrupt_models(tmp_path: Path) -> Path:
     folder = tmp_path / "models"
     folder.mkdir()
@@ -185,7 +179,7 @@ def test_scan_failures_exit_non_zero_with_one_line(
     elif case == "missing-video":
         source = str(tmp_path / "nothing.mp4")
     elif case == "unreachable-url":
-        source = f"http://127.0.0.1:{free_port()}/cam"
+        source = f"http://127.0.0.1:{unused_port()}/cam"
     elif case == "no-usable-face":
         watchlist = tmp_path / "bad-watchlist"
         (watchlist / "Wall").mkdir(parents=True)

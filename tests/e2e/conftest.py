@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.data import MODELS
+from tests.support.net import unused_port
 from watchkeeper.config import Settings
 from watchkeeper.governance.accounts import set_password
 from watchkeeper.governance.organisation import add_site, add_user, create_organisation
@@ -47,12 +47,6 @@ STAFF = {
     "frank": Role.AUDITOR,
 }
 """Bound to the site "Leeds"; the organisation's admin is "alice"."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -89,7 +83,7 @@ def service(tmp_path: Path) -> Iterator[RunningService]:
                 set_password(session, store.keys, alice, user, PASSWORD)
     finally:
         store.close()
-    port = free_port()
+    port = unused_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "watchkeeper", "serve", "--port", str(port)],
         cwd=tmp_path,

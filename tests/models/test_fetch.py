@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 from tests.support.data import MODELS
 from tests.support.http_server import serve_folder
+from tests.support.net import unused_port
 from watchkeeper.errors import ModelError
 from watchkeeper.models.fetch import fetch_model
 from watchkeeper.models.registry import ModelRegistry
@@ -75,9 +75,7 @@ def test_missing_file_on_server(mirror: Path, tmp_path: Path) -> None:
 
 
 def test_unreachable_server(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     spec = ModelRegistry(tmp_path).spec("yunet-2023mar")
     with pytest.raises(ModelError, match="cannot download yunet-2023mar"):
         fetch_model(spec, tmp_path / "models", mirror=f"http://127.0.0.1:{port}", timeout_s=5)

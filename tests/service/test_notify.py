@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import select
 
+from tests.support.net import unused_port
 from tests.support.shop import (
     ALERT_SCORE,
     ALERT_THRESHOLD,
@@ -73,12 +74,6 @@ def wait_until(condition: Callable[[], Any], timeout_s: float = 10.0) -> Any:
             return result
         time.sleep(0.05)
     raise AssertionError(f"not within {timeout_s} s")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --- a webhook receiver -------------------------------------------------------------------
@@ -147,7 +142,7 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    running = Receiver(free_port()).start()
+    running = Receiver(unused_port()).start()
     yield running
     running.stop()
 
@@ -353,7 +348,7 @@ def test_a_notification_waits_in_the_outbox_across_a_restart(
 ) -> None:
     """The receiver is down while one notifier runs; a later notifier on a freshly opened
     store (the service restarted) delivers it once the receiver is back."""
-    down = Receiver(free_port())  # nothing listens on its port yet
+    down = Receiver(unused_port())  # nothing listens on its port yet
     settings = webhook_settings(store_settings, down)
     match(shop, biden, seen, settings)
     first = start(notifiers, settings, shop.store)
@@ -515,7 +510,7 @@ class Broker:
 
     binary: str
     folder: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=unused_port)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 
@@ -14,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.data import DEBATE
+from tests.support.net import unused_port
 from tests.support.rtsp_server import RtspServer
 from tests.support.shop import Shop, enrol_subject
 from watchkeeper.config import Settings
@@ -24,12 +24,6 @@ from watchkeeper.service.supervisor import CameraHealth, CameraState, Supervisor
 from watchkeeper.store.models import Alert, AuditEvent, Subject
 
 pytestmark = pytest.mark.parametrize("database_url", [None], ids=["sqlite"])
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -48,7 +42,7 @@ def test_cameras_run_apart_matches_become_alerts_and_stopping_loses_none(
             alice = tx.user("alice")
             keys = shop.store.keys
             add_camera(tx.session, keys, tx.organisation, alice, tx.site, "till", server.url)
-            broken = f"rtsp://127.0.0.1:{closed_port()}/nothing"
+            broken = f"rtsp://127.0.0.1:{unused_port()}/nothing"
             add_camera(tx.session, keys, tx.organisation, alice, tx.site, "back", broken)
             update_camera(tx.session, keys, tx.organisation, alice, tx.camera, enabled=False)
         pushed: list[tuple[str, str]] = []
@@ -113,7 +107,7 @@ def test_the_supervisor_follows_camera_and_watchlist_changes_without_touching_th
         with shop.tx() as tx:
             alice = tx.user("alice")
             add_camera(tx.session, keys, tx.organisation, alice, tx.site, "till", server.url)
-            first = f"rtsp://cam:pw@127.0.0.1:{closed_port()}/back"
+            first = f"rtsp://cam:pw@127.0.0.1:{unused_port()}/back"
             add_camera(tx.session, keys, tx.organisation, alice, tx.site, "back", first)
             update_camera(tx.session, keys, tx.organisation, alice, tx.camera, enabled=False)
         pushed: list[str] = []
@@ -142,7 +136,7 @@ def test_the_supervisor_follows_camera_and_watchlist_changes_without_touching_th
             assert pushed[0] == "Joseph_Biden"
             assert time.monotonic() - asked < 30
 
-            second_port = closed_port()
+            second_port = unused_port()
             with shop.tx() as tx:
                 alice = tx.user("alice")
                 back = access.camera(tx.session, tx.organisation.id, "Leeds/back")
@@ -190,7 +184,7 @@ def test_changes_while_stopped_wait_for_the_next_start(
     with shop.tx() as tx:
         add_camera(
             tx.session, keys, tx.organisation, tx.user("alice"), tx.site, "till",
-            f"rtsp://127.0.0.1:{closed_port()}/x",
+            f"rtsp://127.0.0.1:{unused_port()}/x",
         )  # fmt: skip
     supervisor.cameras_changed()
     supervisor.reconcile()

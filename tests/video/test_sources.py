@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 
 from tests.support.data import CORRIDOR, CROWD, DEBATE, STAGE, lfw_photos
 from tests.support.http_server import serve_folder
+from tests.support.net import unused_port
 from watchkeeper.config import VideoConfig
 from watchkeeper.errors import SourceError
 from watchkeeper.video.sources import (
@@ -21,12 +21,6 @@ from watchkeeper.video.sources import (
     open_source,
     redact,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.parametrize(
@@ -118,7 +112,7 @@ def test_missing_source_is_named() -> None:
 
 @pytest.mark.parametrize("scheme", ["http", "rtsp"])
 def test_unreachable_url_gives_a_clear_error(scheme: str) -> None:
-    url = f"{scheme}://127.0.0.1:{free_port()}/live"
+    url = f"{scheme}://127.0.0.1:{unused_port()}/live"
     with pytest.raises(SourceError, match=r"cannot open stream .*Connection refused"):
         open_source(url, VideoConfig(open_timeout_s=5))
 
@@ -160,7 +154,7 @@ def test_passwords_in_urls_are_never_shown() -> None:
     assert redact("rtsp://admin:s3cret@10.0.0.5:554/h264") == "rtsp://admin:***@10.0.0.5:554/h264"
     assert redact("rtsp://10.0.0.5/h264") == "rtsp://10.0.0.5/h264"
     with pytest.raises(SourceError) as raised:
-        open_source(f"rtsp://admin:s3cret@127.0.0.1:{free_port()}/live", VideoConfig())
+        open_source(f"rtsp://admin:s3cret@127.0.0.1:{unused_port()}/live", VideoConfig())
     assert "s3cret" not in str(raised.value)
 
 

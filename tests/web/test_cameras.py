@@ -4,7 +4,6 @@ that follows what the pages change. Real HTTP, real database, real worker proces
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 
@@ -13,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.support.data import DEBATE
+from tests.support.net import unused_port
 from tests.support.shop import USERS, Shop
 from tests.support.web import api_token, set_passwords, sign_in
 from watchkeeper.config import Settings
@@ -25,15 +25,9 @@ SECRET = "s3cret-pw"
 ADMINS = {name for name, role in USERS.items() if role is Role.ADMIN}
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def unreachable() -> str:
     """A camera URL with a password, where nothing listens."""
-    return f"rtsp://admin:{SECRET}@127.0.0.1:{closed_port()}/stream1"
+    return f"rtsp://admin:{SECRET}@127.0.0.1:{unused_port()}/stream1"
 
 
 def cameras(shop: Shop) -> dict[str, Camera]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 import uuid
@@ -19,6 +18,7 @@ from sqlalchemy import select
 
 from tests.support.alerts import add_york
 from tests.support.data import DEBATE
+from tests.support.net import unused_port
 from tests.support.rtsp_server import RtspServer
 from tests.support.shop import Shop, enrol_subject
 from tests.support.web import PASSWORD as STAFF_PASSWORD
@@ -36,12 +36,6 @@ from watchkeeper.web.routes.alerts import alert_message
 
 pytestmark = pytest.mark.parametrize("database_url", [None], ids=["sqlite"])
 PASSWORD = "reviewer's long password"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -63,7 +57,7 @@ def service(
             lambda cam, alert: broadcaster.publish(alert_message(cam, alert)),
         )
         app = create_app(store_settings, shop.store, supervisor, broadcaster)
-        port = free_port()
+        port = unused_port()
         config = uvicorn.Config(app, port=port, log_level="warning", timeout_graceful_shutdown=1)
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
@@ -130,7 +124,7 @@ def test_each_page_is_told_only_of_its_own_sites_alerts(
         leeds, york_site = str(shop.site_id), str(tx.session.get_one(Camera, york).site_id)
     broadcaster = AlertBroadcaster()
     config = uvicorn.Config(
-        create_app(store_settings, shop.store, None, broadcaster), port=free_port(),
+        create_app(store_settings, shop.store, None, broadcaster), port=unused_port(),
         log_level="warning", timeout_graceful_shutdown=1,
     )  # fmt: skip
     server = uvicorn.Server(config)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ import time
 import httpx
 
 from tests.support.cli import Sandbox, one_line_error
+from tests.support.net import unused_port
 
 PASSWORD = "correct horse battery"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -41,7 +35,7 @@ def test_serve_signs_users_in_answers_api_tokens_and_stops_on_ctrl_c(sandbox: Sa
         "users", "password", "alice", "--password-stdin", "--user", "alice", stdin=PASSWORD + "\n"
     )
     assert done.code == 0, done.stderr
-    port = free_port()
+    port = unused_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "watchkeeper", "serve", "--port", str(port)],
         cwd=sandbox.cwd,
@@ -85,7 +79,7 @@ def test_serve_signs_users_in_answers_api_tokens_and_stops_on_ctrl_c(sandbox: Sa
 def test_the_first_serve_sets_everything_up_and_says_how_to_make_the_first_admin(
     sandbox: Sandbox,
 ) -> None:
-    port = free_port()
+    port = unused_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "watchkeeper", "serve", "--port", str(port)],
         cwd=sandbox.cwd,
@@ -134,7 +128,7 @@ def test_serve_with_a_key_but_no_database_says_what_to_run(sandbox: Sandbox) -> 
     assert key.code == 0, key.stderr
     [database] = (sandbox.root / "home").rglob("*.db")
     database.unlink()
-    run = sandbox.run("serve", "--port", str(free_port()), timeout=60)
+    run = sandbox.run("serve", "--port", str(unused_port()), timeout=60)
     assert run.code != 0
     assert "watchkeeper init" in one_line_error(run)
 
