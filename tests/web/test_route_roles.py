@@ -20,7 +20,6 @@ area tests cover PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import threading
 import time
 import uuid
@@ -38,6 +37,7 @@ from sqlalchemy import func, select
 
 from tests.support.alerts import raise_alert
 from tests.support.data import MODELS
+from tests.support.net import unused_port
 from tests.support.shop import USERS, Shop, Sighting, enrol_subject, photos_of, set_up_shop
 from tests.support.web import Browser, api_token, set_passwords, sign_in
 from watchkeeper.config import Settings, load_settings
@@ -216,15 +216,9 @@ def at(path: str, **request: Any) -> Build:
     return lambda world, fresh: Call(path, **request)
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def unreachable() -> str:
     """A camera URL where nothing listens: a connection test fails at once."""
-    return f"rtsp://admin:pw@127.0.0.1:{closed_port()}/stream1"
+    return f"rtsp://admin:pw@127.0.0.1:{unused_port()}/stream1"
 
 
 def camera_name() -> str:
@@ -575,6 +569,15 @@ def call_as(world: World, route: Route, name: str, fresh: bool) -> httpx.Respons
     return send(browser.client, route, call, csrf=browser.csrf)
 
 
+def recognition_control_done() -> None:
+    """Wait for the supervisor's background start or stop, which logs itself when done (a
+    refused call that follows must not see that record arrive)."""
+    for thread in threading.enumerate():
+        if thread.name in ("recognition-start", "recognition-stop"):
+            thread.join(30)
+            assert not thread.is_alive(), f"{thread.name} did not finish"
+
+
 def audit_events(staff: Staff) -> int:
     with staff.shop.tx() as tx:
         return tx.session.scalar(select(func.count()).select_from(AuditEvent)) or 0
@@ -617,6 +620,8 @@ def test_who_may_and_who_may_not(world: World, route: Route, name: str) -> None:
     closer = StreamCloser(world.broadcaster) if route.stream else None
     response = call_as(world, route, name, fresh=allowed)
     opened = closer is not None and closer.finish()
+    if route.supervised:
+        recognition_control_done()
     if not allowed:
         assert response.status_code == 403, response.text
         assert route.permission is not None
