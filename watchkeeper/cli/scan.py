@@ -18,6 +18,7 @@ from watchkeeper.errors import WatchkeeperError
 from watchkeeper.governance.live import CameraWatchlist
 from watchkeeper.governance.retention import RetentionSweeper
 from watchkeeper.matching.watchlist import load_watchlist_folder
+from watchkeeper.models.provision import embedder_chosen, ensure_models
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import (
     CameraPipeline,
@@ -174,7 +175,11 @@ def scan(
     stored: CameraWatchlist | None = None
     store: Store | None = None
     try:
-        settings = ctx.obj.settings(**overrides)
+        settings = ensure_models(
+            ctx.obj.settings(**overrides),
+            embedder_chosen(ctx.obj.config_file, embedder),
+            stderr,
+        )
         registry = ModelRegistry(settings.models_dir)
         face_detector = create_detector(settings.detection, registry)
         face_embedder = create_embedder(settings.embedder, registry, settings.inference)

