@@ -1,4 +1,5 @@
-"""`watchkeeper eval` and `watchkeeper calibrate`: measured accuracy on labelled data."""
+"""`watchkeeper eval` and `watchkeeper calibrate`: measured accuracy on labelled data,
+photos (a dataset folder) or a shop's own clips (a video manifest)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from watchkeeper.cli.app import app, fail, stderr
+from watchkeeper.cli.scan import Recognition, run_source
 from watchkeeper.config import Settings
 from watchkeeper.errors import ConfigError, WatchkeeperError
 from watchkeeper.evaluation.dataset import scan_dataset
@@ -31,7 +33,11 @@ from watchkeeper.evaluation.runner import (
     identification,
     verification,
 )
+from watchkeeper.evaluation.video import ClipGallery, clip_result, load_manifest, totals
 from watchkeeper.models.registry import Calibration, ModelRegistry, save_calibration
+from watchkeeper.pipeline import MatchEvent
+from watchkeeper.streaming.engine import CameraEvent
+from watchkeeper.video.sources import open_source
 from watchkeeper.vision.detection import create_detector
 
 CACHE_FILE = "eval-embeddings.sqlite3"
@@ -98,39 +104,139 @@ def _embed(
             cache.close()
 
 
+PHOTOS = "Photo dataset (DATASET folder)"
+VIDEOS = "Video manifest (MANIFEST.toml)"
+PHOTO_OPTIONS = (
+    "pairs",
+    "out",
+    "never_enrolled",
+    "seed",
+    "ablation_steps",
+    "corrections",
+    "ignore_quality_gate",
+    "workers",
+    "no_cache",
+)
+VIDEO_OPTIONS = ("threshold", "strict")
+
+
+def _set(ctx: typer.Context, name: str) -> bool:
+    """Whether the user set option ``name`` (on the command line or by environment)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _given(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
+    """The options among ``names`` that the user set, as they are spelt."""
+    return [p.opts[0] for p in ctx.command.params if p.name in names and _set(ctx, p.name)]
+
+
 @app.command("eval")
 def evaluate(
     ctx: typer.Context,
-    dataset: DatasetArgument,
+    dataset: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATASET_OR_MANIFEST",
+            help="A folder with one sub-folder of images per identity (photo protocol), or "
+            "a TOML manifest of video clips, the people expected in each and an enrolment "
+            "folder (video protocol: each clip runs through the live pipeline).",
+            show_default=False,
+        ),
+    ],
     pairs: Annotated[
-        Path | None, typer.Option(help="Verification pairs file in the LFW format.")
+        Path | None,
+        typer.Option(help="Verification pairs file in the LFW format.", rich_help_panel=PHOTOS),
     ] = None,
     model: ModelOption = None,
     out: Annotated[
-        Path | None, typer.Option(help="Write report.md, plots and results.json here.")
+        Path | None,
+        typer.Option(help="Write report.md, plots and results.json here.", rich_help_panel=PHOTOS),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
-    never_enrolled: NeverEnrolledOption = "1000",
-    seed: SeedOption = 0,
+    never_enrolled: Annotated[
+        str,
+        typer.Option(
+            help="People never enrolled, searched as strangers: a number or 'all'.",
+            rich_help_panel=PHOTOS,
+        ),
+    ] = "1000",
+    seed: Annotated[
+        int,
+        typer.Option(help="Seed of the enrolled/never-enrolled split.", rich_help_panel=PHOTOS),
+    ] = 0,
     ablation_steps: Annotated[
         bool,
         typer.Option(
             "--ablation",
             help="Also run dlib's own recipe (HOG, 5-point chip) and show each step's effect.",
+            rich_help_panel=PHOTOS,
         ),
     ] = False,
-    corrections: CorrectionsOption = None,
+    corrections: Annotated[
+        Path | None,
+        typer.Option(
+            help="Label corrections for the dataset (see docs/lfw-dev-corrections.txt).",
+            rich_help_panel=PHOTOS,
+        ),
+    ] = None,
     ignore_quality_gate: Annotated[
         bool,
         typer.Option(
             "--ignore-quality-gate",
             help="Use every detected face, as published LFW figures do (not how Watchkeeper runs).",
+            rich_help_panel=PHOTOS,
         ),
     ] = False,
-    workers: WorkersOption = None,
-    no_cache: NoCacheOption = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes embedding images (default: one per core).", rich_help_panel=PHOTOS
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Neither read nor write the embedding cache.",
+            rich_help_panel=PHOTOS,
+        ),
+    ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Match threshold (cosine); default: the one `scan` would use, the model's "
+            "calibration for the enrolment folder's size.",
+            rich_help_panel=VIDEOS,
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1 when an expected person is missed or a stranger matched (for CI); "
+            "otherwise the exit status says only whether the evaluation ran.",
+            rich_help_panel=VIDEOS,
+        ),
+    ] = False,
 ) -> None:
-    """Measure verification and watchlist (open-set) accuracy on a labelled dataset."""
+    """Measure accuracy on labelled photos (verification and watchlist figures), or
+    check a threshold on your own clips with a video manifest (.toml)."""
+    if dataset.suffix.lower() == ".toml":
+        misplaced = _given(ctx, PHOTO_OPTIONS)
+        if misplaced:
+            raise fail(
+                ConfigError(f"{', '.join(misplaced)}: for a photo dataset, not a video manifest")
+            )
+        _evaluate_video(ctx, dataset, model, threshold, as_json, strict)
+        return
+    misplaced = _given(ctx, VIDEO_OPTIONS)
+    if misplaced:
+        raise fail(
+            ConfigError(
+                f"{', '.join(misplaced)}: for a video manifest (.toml), not a photo dataset"
+            )
+        )
     started = time.perf_counter()
     try:
         settings = ctx.obj.settings(**({"embedder": model} if model else {}))
@@ -187,6 +293,141 @@ def evaluate(
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
         _print_summary(result)
+
+
+def _threshold_source(ctx: typer.Context, recognition: Recognition, size: int) -> str:
+    """Where the threshold in use comes from, in words."""
+    if _set(ctx, "threshold"):
+        return "--threshold"
+    settings = recognition.settings
+    if settings.matching.threshold is not None:
+        return "the matching.threshold setting"
+    spec = recognition.registry.spec(settings.embedder)
+    assert spec.calibration is not None  # resolve_threshold has refused otherwise
+    return f"{spec.name}'s calibration for {size} people (FPIR {spec.calibration.fpir:g})"
+
+
+def _evaluate_video(
+    ctx: typer.Context,
+    manifest_path: Path,
+    model: str | None,
+    threshold: float | None,
+    as_json: bool,
+    strict: bool,
+) -> None:
+    """The video protocol: each clip of the manifest through `scan`'s own pipeline."""
+    started = time.perf_counter()
+    overrides: dict[str, Any] = {}
+    if model:
+        overrides["embedder"] = model
+    if threshold is not None:
+        overrides["matching"] = {"threshold": threshold}
+    clips: list[dict[str, Any]] = []
+    try:
+        settings = ctx.obj.settings(**overrides)
+        manifest = load_manifest(manifest_path)
+        recognition = Recognition.load(settings)
+        enrolled = recognition.enrol_folder(manifest.enrolment)
+        gallery = enrolled.gallery
+        match_threshold = recognition.threshold(len(gallery.subjects))
+        source_of_threshold = _threshold_source(ctx, recognition, len(gallery.subjects))
+        for number, clip in enumerate(manifest.clips, start=1):
+            clip_gallery = ClipGallery(gallery, clip.expected)
+            pipeline = recognition.pipeline(clip_gallery, match_threshold)
+            events: list[MatchEvent] = []
+
+            def collect(item: CameraEvent | None, events: list[MatchEvent] = events) -> None:
+                if item is not None:
+                    events.append(item.event)
+
+            frame_source = open_source(clip.source, settings.video)
+            run = run_source(
+                recognition,
+                clip.label,
+                frame_source,
+                pipeline,
+                collect,
+                label=f"clip {number} of {len(manifest.clips)}: {clip.label}",
+            )
+            if run.failure is not None:
+                raise run.failure
+            if run.interrupted:
+                raise typer.Exit(130)
+            clips.append(clip_result(clip, events, clip_gallery, run.summary()))
+    except WatchkeeperError as exc:
+        raise fail(exc) from None
+    refused = sum(not outcome.accepted for outcome in enrolled.outcomes)
+    result: dict[str, Any] = {
+        "manifest": str(manifest_path),
+        "enrolment": str(manifest.enrolment),
+        "enrolled_people": len(gallery.subjects),
+        "enrolment_photos": len(enrolled.outcomes) - refused,
+        "enrolment_photos_refused": refused,
+        "model": recognition.embedder.model_id,
+        "detector": recognition.detector.name,
+        "threshold": round(match_threshold, 4),
+        "threshold_source": source_of_threshold,
+        "clips": clips,
+        "totals": totals(clips),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        print_video_result(result, Console())
+    if strict and not result["totals"]["passed"]:
+        raise typer.Exit(1)
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_video_result(result: dict[str, Any], console: Console) -> None:
+    """The video protocol's result as a table, one row per clip."""
+    console.print(
+        f"{result['model']}: {result['enrolled_people']} people enrolled from "
+        f"{result['enrolment']} ({result['enrolment_photos']} photos, "
+        f"{result['enrolment_photos_refused']} refused); threshold "
+        f"{result['threshold']:.3f} from {result['threshold_source']}",
+        highlight=False,
+    )
+    table = Table(title="Clips")
+    for column in (
+        "clip",
+        "matched (score, first seen)",
+        "missed (best score)",
+        "strangers matched",
+        "closest stranger",
+        "tracks",
+    ):
+        table.add_column(column)
+    for clip in result["clips"]:
+        table.add_row(
+            clip["clip"],
+            "\n".join(
+                f"{m['person']} {m['score']:.3f} at {m['first_seen']:.1f} s"
+                for m in clip["matched"]
+            )
+            or ("-" if clip["expected"] else "(nobody expected)"),
+            "\n".join(f"{m['person']} ({_score(m['best_score'])})" for m in clip["missed"]) or "-",
+            "\n".join(
+                f"{m['person']} {m['score']:.3f} ({m['tracks']} track(s))"
+                for m in clip["false_matches"]
+            )
+            or "-",
+            _score(clip["closest_stranger_score"]),
+            str(clip["tracks"]),
+        )
+    console.print(table)
+    t = result["totals"]
+    console.print(
+        f"{t['clips']} clips, {t['tracks']} tracks: {t['matched']} of {t['expected']} "
+        f"expected people matched, {t['missed']} missed, {t['false_matches']} stranger(s) "
+        f"matched ({t['false_match_tracks']} track(s)): "
+        + ("PASSED" if t["passed"] else "NOT PASSED"),
+        highlight=False,
+    )
 
 
 def _print_summary(result: dict[str, Any]) -> None:

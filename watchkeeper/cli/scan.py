@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,10 +16,12 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from watchkeeper.cli.app import app, fail, log, stderr
 from watchkeeper.cli.records import OrganisationOption
+from watchkeeper.config import Settings
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.governance.live import CameraWatchlist
 from watchkeeper.governance.retention import RetentionSweeper
-from watchkeeper.matching.watchlist import load_watchlist_folder
+from watchkeeper.matching.gallery import Gallery
+from watchkeeper.matching.watchlist import FolderWatchlist, load_watchlist_folder
 from watchkeeper.models.provision import embedder_chosen, ensure_models
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import (
@@ -30,9 +34,9 @@ from watchkeeper.pipeline import (
 from watchkeeper.store.database import Store, open_store
 from watchkeeper.streaming.engine import CameraEvent, RecognitionEngine
 from watchkeeper.streaming.timing import StageTimings
-from watchkeeper.video.sources import SourceSpec, open_source
-from watchkeeper.vision.detection import create_detector
-from watchkeeper.vision.embedding import create_embedder
+from watchkeeper.video.sources import FrameSource, SourceSpec, open_source
+from watchkeeper.vision.detection import FaceDetector, create_detector
+from watchkeeper.vision.embedding import FaceEmbedder, create_embedder
 
 
 def _emit(record: dict[str, Any], as_json: bool) -> None:
@@ -93,6 +97,140 @@ def summary_record(
             for stage in ("decode", "detect", "quality", "track", "embed_batch", "match")
         },
     }
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """The models a scan runs with, loaded once: what `scan` and `eval` of a video
+    manifest share, so that an evaluation measures exactly the live pipeline."""
+
+    settings: Settings
+    registry: ModelRegistry
+    detector: FaceDetector
+    embedder: FaceEmbedder
+
+    @classmethod
+    def load(cls, settings: Settings) -> Recognition:
+        registry = ModelRegistry(settings.models_dir)
+        return cls(
+            settings,
+            registry,
+            create_detector(settings.detection, registry),
+            create_embedder(settings.embedder, registry, settings.inference),
+        )
+
+    def enrol_folder(self, folder: Path) -> FolderWatchlist:
+        """A watchlist folder enrolled as `scan --watchlist` enrols it."""
+        with stderr.status("enrolling watchlist photos", spinner="dots"):
+            return load_watchlist_folder(
+                folder, self.detector, self.embedder, self.settings.quality
+            )
+
+    def threshold(self, watchlist_size: int) -> float:
+        return resolve_threshold(self.settings, self.registry, watchlist_size)
+
+    def pipeline(self, gallery: Gallery, threshold: float) -> CameraPipeline:
+        return CameraPipeline(
+            self.embedder.model_id,
+            Matcher(gallery, threshold, self.settings.matching.top_k),
+            self.settings.tracking,
+        )
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    """How one source's scan ended."""
+
+    stats: PipelineStats
+    seconds: float
+    decoded: int
+    dropped: int
+    timings: StageTimings
+    failure: WatchkeeperError | None
+    """Why the source ended early (every match decided before it was still handled)."""
+    interrupted: bool
+    """Ctrl-C stopped it (what was decoded was still decided)."""
+
+    def summary(self) -> dict[str, Any]:
+        return summary_record(self.stats, self.seconds, self.decoded, self.dropped, self.timings)
+
+
+def run_source(
+    recognition: Recognition,
+    name: str,
+    frame_source: FrameSource,
+    pipeline: CameraPipeline,
+    handle: Callable[[CameraEvent | None], None],
+    label: str = "scanning",
+) -> SourceRun:
+    """Run one source through the engine to its end with a progress display on stderr.
+
+    ``handle`` gets every match event as it is decided, and ``None`` now and then
+    (for periodic work). A :class:`WatchkeeperError` from the source or from
+    ``handle`` ends the run after what was already decoded has been decided.
+    """
+    engine = RecognitionEngine.with_models(
+        recognition.settings, recognition.registry, recognition.detector, recognition.embedder
+    )
+    camera_input = engine.add_camera(name, frame_source, pipeline)
+    failure: WatchkeeperError | None = None
+    interrupted = False
+    started = time.perf_counter()
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    )
+
+    def drain() -> None:
+        """Decide what was already decoded, handling every match even after a failure."""
+        nonlocal failure
+        for item in engine.events():
+            try:
+                handle(item)
+            except WatchkeeperError as exc:
+                failure = failure or exc
+
+    engine.start()
+    try:
+        with progress:
+            task = progress.add_task(label, total=frame_source.expected_frames, counts="")
+            for item in engine.events():
+                handle(item)
+                stats = pipeline.stats
+                elapsed = time.perf_counter() - started
+                progress.update(
+                    task,
+                    completed=stats.frames,
+                    counts=f"{stats.frames} frames  {stats.faces} faces  "
+                    f"{stats.tracks + len(pipeline.tracker.active)} tracks  "
+                    f"{stats.frames / elapsed if elapsed else 0:.1f} fps",
+                )
+    except KeyboardInterrupt:
+        interrupted = True
+        engine.stop()
+        drain()
+    except WatchkeeperError as exc:
+        failure = exc
+        engine.stop()
+        drain()
+    if isinstance(camera_input.error, WatchkeeperError):
+        failure = failure or camera_input.error
+    elif camera_input.error is not None:
+        raise camera_input.error
+    return SourceRun(
+        pipeline.stats,
+        time.perf_counter() - started,
+        frame_source.decoded,
+        camera_input.queue.dropped,
+        engine.timings,
+        failure,
+        interrupted,
+    )
 
 
 def save_match(event: MatchEvent, folder: Path) -> None:
@@ -180,9 +318,8 @@ def scan(
             embedder_chosen(ctx.obj.config_file, embedder),
             stderr,
         )
-        registry = ModelRegistry(settings.models_dir)
-        face_detector = create_detector(settings.detection, registry)
-        face_embedder = create_embedder(settings.embedder, registry, settings.inference)
+        recognition = Recognition.load(settings)
+        face_embedder = recognition.embedder
         SourceSpec.parse(source)  # a missing file fails before the watchlist is enrolled
         if db:
             store = open_store(settings)
@@ -198,12 +335,9 @@ def scan(
             described = f"stored watchlist for camera {stored.camera_name}"
         else:
             assert watchlist is not None
-            with stderr.status("enrolling watchlist photos", spinner="dots"):
-                gallery = load_watchlist_folder(
-                    watchlist, face_detector, face_embedder, settings.quality
-                ).gallery
+            gallery = recognition.enrol_folder(watchlist).gallery
             described = f"watchlist folder {watchlist}"
-        match_threshold = resolve_threshold(settings, registry, len(gallery.subjects))
+        match_threshold = recognition.threshold(len(gallery.subjects))
         # Opened last, so that a live stream starts when analysis can keep up with it.
         frame_source = open_source(source, settings.video)
     except WatchkeeperError as exc:
@@ -215,32 +349,13 @@ def scan(
         described,
         len(gallery.subjects),
         len(gallery),
-        face_detector.name,
+        recognition.detector.name,
         face_embedder.model_id,
         match_threshold,
     )
     if not gallery.subjects:
         log.warning("%s has no searchable entries; nothing can match", described)
-    pipeline = CameraPipeline(
-        face_embedder.model_id,
-        Matcher(gallery, match_threshold, settings.matching.top_k),
-        settings.tracking,
-    )
-    engine = RecognitionEngine.with_models(settings, registry, face_detector, face_embedder)
-    camera_input = engine.add_camera(camera or source, frame_source, pipeline)
-    sweeper = RetentionSweeper(store, settings.store.sweep_interval_s).start() if store else None
-    failure: WatchkeeperError | None = None
-    interrupted = False
-    started = time.perf_counter()
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[counts]}"),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=True,
-    )
+    pipeline = recognition.pipeline(gallery, match_threshold)
 
     def handle(item: CameraEvent | None) -> None:
         if item is not None:
@@ -258,62 +373,20 @@ def scan(
             refreshed = stored.load()
             pipeline.matcher = Matcher(
                 refreshed,
-                resolve_threshold(settings, registry, len(refreshed.subjects)),
+                recognition.threshold(len(refreshed.subjects)),
                 settings.matching.top_k,
             )
 
-    def drain() -> None:
-        """Decide what was already decoded, storing every match even after a failure."""
-        nonlocal failure
-        for item in engine.events():
-            try:
-                handle(item)
-            except WatchkeeperError as exc:
-                failure = failure or exc
-
-    engine.start()
+    sweeper = RetentionSweeper(store, settings.store.sweep_interval_s).start() if store else None
     try:
-        with progress:
-            task = progress.add_task("scanning", total=frame_source.expected_frames, counts="")
-            for item in engine.events():
-                handle(item)
-                stats = pipeline.stats
-                elapsed = time.perf_counter() - started
-                progress.update(
-                    task,
-                    completed=stats.frames,
-                    counts=f"{stats.frames} frames  {stats.faces} faces  "
-                    f"{stats.tracks + len(pipeline.tracker.active)} tracks  "
-                    f"{stats.frames / elapsed if elapsed else 0:.1f} fps",
-                )
-    except KeyboardInterrupt:
-        interrupted = True
-        engine.stop()
-        drain()
-    except WatchkeeperError as exc:
-        failure = exc
-        engine.stop()
-        drain()
+        run = run_source(recognition, camera or source, frame_source, pipeline, handle)
     finally:
         if sweeper is not None:
             sweeper.stop()
         if store is not None:
             store.close()
-    if isinstance(camera_input.error, WatchkeeperError):
-        failure = failure or camera_input.error
-    elif camera_input.error is not None:
-        raise camera_input.error
-    seconds = time.perf_counter() - started
-    _emit(
-        summary_record(
-            pipeline.stats,
-            seconds,
-            frame_source.decoded,
-            camera_input.queue.dropped,
-            engine.timings,
-        ),
-        as_json,
-    )
+    _emit(run.summary(), as_json)
+    failure, interrupted = run.failure, run.interrupted
     if failure is not None:
         raise fail(failure)
     if interrupted:

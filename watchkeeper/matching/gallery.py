@@ -89,17 +89,22 @@ class Gallery:
         """The ``k`` best subjects for a single probe vector, exact search."""
         return _ranked(self.subject_scores(probe)[0], self.subjects, k)
 
+    def fused_scores(self, shots: Embeddings, weights: np.ndarray) -> np.ndarray:
+        """(subjects,) scores of a track: each shot's subject scores averaged with the
+        shots' quality scores as weights (equal weights when they sum to zero)."""
+        weights = np.asarray(weights, np.float64)
+        weights = (
+            weights / weights.sum() if weights.sum() > 0 else np.full(len(shots), 1 / len(shots))
+        )
+        return weights @ self.subject_scores(shots)
+
     def decide(
         self, shots: Embeddings, weights: np.ndarray, threshold: float, top_k: int
     ) -> Decision:
         """Open-set decision over a track's shots (quality-weighted score fusion)."""
         if len(shots) == 0 or not self.subjects:
             return Decision(subject=None, score=float("-inf"), candidates=())
-        weights = np.asarray(weights, np.float64)
-        weights = (
-            weights / weights.sum() if weights.sum() > 0 else np.full(len(shots), 1 / len(shots))
-        )
-        fused = weights @ self.subject_scores(shots)
+        fused = self.fused_scores(shots, weights)
         candidates = _ranked(fused, self.subjects, top_k)
         best = candidates[0]
         return Decision(

@@ -80,13 +80,18 @@ class FolderWatchlist:
     outcomes: tuple[PhotoOutcome, ...]
 
 
+def subject_folders(folder: Path) -> list[Path]:
+    """The subject sub-folders of a watchlist folder (hidden ones left out), by name."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def load_watchlist_folder(
     folder: Path, detector: FaceDetector, embedder: FaceEmbedder, quality: QualityConfig
 ) -> FolderWatchlist:
     """Enrol every subject folder under ``folder``."""
     if not folder.is_dir():
         raise WatchlistError(f"watchlist folder not found: {folder}")
-    subject_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subject_dirs = subject_folders(folder)
     if not subject_dirs:
         raise WatchlistError(f"watchlist folder {folder} has no subject sub-folders")
     templates: dict[str, Embeddings] = {}
