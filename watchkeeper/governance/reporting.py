@@ -28,6 +28,7 @@ from watchkeeper.config import Settings
 from watchkeeper.errors import ModelError, PolicyError
 from watchkeeper.governance import audit
 from watchkeeper.governance.access import Permission, require
+from watchkeeper.governance.subjects import model_in_use
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.store.crypto import KeyRing
 from watchkeeper.store.models import (
@@ -413,8 +414,12 @@ def transparency(
     now: dt.datetime | None = None,
 ) -> TransparencyReport:
     """Every transparency figure for ``period``; with ``settings``, also the declared
-    operating point for the watchlist as it is searched now."""
+    operating point for the watchlist as it is searched now (with the organisation's
+    model in use)."""
     now_size = watchlist_now(session, organisation_id, now)
+    if settings is not None:
+        organisation = session.get_one(Organisation, organisation_id)
+        settings = settings.model_copy(update={"embedder": model_in_use(organisation, settings)})
     return TransparencyReport(
         period=period,
         alerts=alert_outcomes(session, organisation_id, period),

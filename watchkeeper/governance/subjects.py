@@ -12,7 +12,10 @@ The rules, each enforced here and nowhere else:
 - an entry is searched only once approved by an approver who did not create it;
 - no site is searched by more entries than the policy's cap;
 - matching sees only active, unrestricted, unexpired, in-scope entries whose
-  templates come from the model in use, of the camera's own organisation.
+  templates come from the model in use, of the camera's own organisation;
+- the model in use is the organisation's (:func:`model_in_use`): an entry is enrolled
+  with it or not at all, and only a model switch
+  (:mod:`watchkeeper.governance.model_switch`) changes it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from watchkeeper.config import QualityConfig
+from watchkeeper.config import QualityConfig, Settings
 from watchkeeper.errors import ImageError, NotFoundError, PolicyError, WatchlistError
 from watchkeeper.governance import audit
 from watchkeeper.governance.access import (
@@ -96,6 +99,38 @@ class PhotosRefused(WatchlistError):
         self.refusals = refusals
         detail = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in refusals.items())
         super().__init__(f"enrolment refused, nothing stored ({detail})")
+
+
+def model_in_use(organisation: Organisation, settings: Settings) -> str:
+    """Registry name of the identity embedder that ``organisation``'s stored watchlist is
+    enrolled and searched with: the organisation's own (set by its first enrolment, or by
+    a model switch), else, while it holds nothing, the configured one. Everything that
+    embeds or searches for the stored watchlist asks this, and nothing else."""
+    return organisation.embedder or settings.embedder
+
+
+def model_name(model_id: str) -> str:
+    """The registry name in a template's model id (``ModelSpec.model_id``, "name@version")."""
+    return model_id.rpartition("@")[0] or model_id
+
+
+def hold_model(session: Session, organisation: Organisation, name: str) -> None:
+    """Make sure what ``session`` stores was made with the organisation's model in use,
+    ``name``; an organisation that has none yet is given ``name``. Locks the
+    organisation's row until commit, so that a model switch cannot finish in between."""
+    current = session.scalars(
+        select(Organisation)
+        .where(Organisation.id == organisation.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    if current.embedder is None:
+        current.embedder = name
+    elif current.embedder != name:
+        raise PolicyError(
+            f"the watchlist is searched with {current.embedder!r}, not {name!r} (a model "
+            "switch finished meanwhile); nothing was stored, try again"
+        )
 
 
 def effective_status(subject: Subject, now: dt.datetime) -> str:
@@ -202,6 +237,12 @@ def enrol(
     """
     now = now or utcnow()
     require(actor, Permission.ENROL)
+    model = models.embedder.spec.name
+    if organisation.embedder not in (None, model):
+        raise PolicyError(
+            f"the watchlist is searched with {organisation.embedder!r}; entries cannot be "
+            f"enrolled with {model!r}"
+        )
     if not attest_not_child_or_vulnerable:
         raise PolicyError(
             "the enroller must attest that the person is not known to be a child or a "
@@ -241,6 +282,8 @@ def enrol(
     if refusals:
         raise PhotosRefused(refusals)
     embeddings = models.embedder.embed(chips)
+    # Before anything is written (a refusal here must leave nothing to commit).
+    hold_model(session, organisation, model)
 
     subject = Subject(
         id=uuid.uuid4(),

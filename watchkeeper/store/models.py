@@ -121,6 +121,11 @@ class Organisation(Base):
     watchlist_cap_per_site: Mapped[int] = mapped_column(Integer, default=500)
     false_matches_before_suspension: Mapped[int] = mapped_column(Integer, default=3)
     approver_roles: Mapped[str] = mapped_column(String(100), default="admin,manager")
+    embedder: Mapped[str | None] = mapped_column(String(100))
+    """Registry name of the identity embedder the stored watchlist is searched with; set
+    by the first enrolment and changed only by a model switch
+    (``watchkeeper.governance.model_switch``). None: the configured one
+    (``Settings.embedder``), until something is enrolled."""
     key_check: Mapped[bytes] = mapped_column(LargeBinary)
     audit_count: Mapped[int] = mapped_column(Integer, default=0)
     audit_head: Mapped[bytes] = mapped_column(LargeBinary, default=bytes(32))
