@@ -17,7 +17,6 @@ from watchkeeper.cli.records import (
     cli_errors,
     emit_json,
     emit_table,
-    face_models,
     governed,
 )
 from watchkeeper.errors import AuditError, ConfigError, ImageError
@@ -156,9 +155,9 @@ def dsar_search(
 ) -> None:
     """Find entries and alerts that may be this person (watchlist and alert archive only)."""
     with cli_errors(), governed(ctx, user, organisation) as g:
-        models = face_models(g.settings)
+        models = g.face_models()
         if threshold is None:
-            calibration = ModelRegistry(g.settings.models_dir).spec(g.settings.embedder).calibration
+            calibration = ModelRegistry(g.settings.models_dir).spec(g.embedder).calibration
             threshold = (
                 calibration.threshold_for(1) if calibration else g.settings.matching.threshold
             )

@@ -21,7 +21,7 @@ from watchkeeper.cli.app import fail
 from watchkeeper.config import Settings
 from watchkeeper.errors import ConfigError, DatabaseError, PolicyError, WatchkeeperError
 from watchkeeper.governance import access
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.governance.subjects import FaceModels, model_in_use
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.store.database import Store, open_store
 from watchkeeper.store.models import Organisation, User
@@ -74,6 +74,16 @@ class Governed:
     organisation: Organisation
     actor: User
 
+    @property
+    def embedder(self) -> str:
+        """Registry name of the model the organisation's watchlist is enrolled and
+        searched with."""
+        return model_in_use(self.organisation, self.settings)
+
+    def face_models(self) -> FaceModels:
+        """The models that turn photos into templates of the model in use."""
+        return face_models(self.settings, self.embedder)
+
 
 @contextmanager
 def governed(
@@ -92,11 +102,13 @@ def governed(
         store.close()
 
 
-def face_models(settings: Settings) -> FaceModels:
+def face_models(settings: Settings, embedder: str | None = None) -> FaceModels:
+    """The detector, the embedder called ``embedder`` (default ``settings.embedder``; for
+    the stored watchlist, the organisation's model in use) and the quality gate."""
     registry = ModelRegistry(settings.models_dir)
     return FaceModels(
         create_detector(settings.detection, registry),
-        create_embedder(settings.embedder, registry, settings.inference),
+        create_embedder(embedder or settings.embedder, registry, settings.inference),
         settings.quality,
     )
 

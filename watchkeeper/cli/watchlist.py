@@ -18,7 +18,6 @@ from watchkeeper.cli.records import (
     emit_json,
     emit_table,
     expiry,
-    face_models,
     governed,
     parse_when,
 )
@@ -152,7 +151,7 @@ def subjects_add(
                     g.store,
                     g.organisation,
                     g.actor,
-                    face_models(g.settings),
+                    g.face_models(),
                     label=label,
                     reason=reason,
                     incidents=[
@@ -329,9 +328,10 @@ def subjects_retemplate(
     organisation: OrganisationOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Embed every stored photo with the configured embedder (after a model change)."""
+    """Embed every stored photo that has no template of the model in use yet (to move
+    to another model, `watchkeeper models use`)."""
     with cli_errors(), governed(ctx, user, organisation) as g:
-        counts = retemplate(g.session, g.store, g.organisation, g.actor, face_models(g.settings))
+        counts = retemplate(g.session, g.store, g.organisation, g.actor, g.face_models())
     if as_json:
         emit_json(counts)
     else:
