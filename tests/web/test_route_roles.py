@@ -370,6 +370,15 @@ ROUTES = [
         lambda w, f: Call(f"/cameras/{w.main.shop.camera_id}/enabled", data={"enabled": "false"}),
         303,
     ),
+    Route("GET", "/settings/model", Permission.APPROVE, at("/settings/model"), 200),
+    Route(
+        "POST",
+        "/settings/model",
+        Permission.APPROVE,
+        # The model in use (the shop's entries were enrolled with it): nothing to start.
+        at("/settings/model", data={"model": "dlib-resnet-v1"}),
+        303,
+    ),
     Route(
         "POST",
         "/recognition/stop",
@@ -495,6 +504,14 @@ ROUTES = [
         V,
         lambda w, f: Call(f"/api/subjects/{w.active}/photos/{w.image}"),
         200,
+    ),
+    Route("GET", "/api/settings/model", Permission.APPROVE, at("/api/settings/model"), 200),
+    Route(
+        "POST",
+        "/api/settings/model",
+        Permission.APPROVE,
+        at("/api/settings/model", json={"model": "dlib-resnet-v1"}),
+        202,
     ),
     Route("GET", "/api/audit", Permission.AUDIT, at("/api/audit"), 200),
     Route("GET", "/api/audit/verify", Permission.AUDIT, at("/api/audit/verify"), 200),

@@ -53,7 +53,15 @@ def create_app(
     from watchkeeper.web.api import audit as audit_api
     from watchkeeper.web.api import me
     from watchkeeper.web.api import watchlist as watchlist_api
-    from watchkeeper.web.routes import alerts, audit, auth, home, recognition, watchlist
+    from watchkeeper.web.routes import (
+        alerts,
+        audit,
+        auth,
+        home,
+        model_settings,
+        recognition,
+        watchlist,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,6 +90,7 @@ def create_app(
     app.include_router(watchlist.router)
     app.include_router(audit.router)
     app.include_router(recognition.router)
+    app.include_router(model_settings.router)
     app.include_router(me.router)
     app.include_router(alerts_api.router)
     app.include_router(watchlist_api.router)

@@ -17,7 +17,7 @@ from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
 from watchkeeper.governance.access import Permission
 from watchkeeper.governance.accounts import current_session, token_owner
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.governance.subjects import FaceModels, model_in_use
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import LoginSession, Organisation, User
 
@@ -133,15 +133,19 @@ LiveViewer = Annotated[Viewer, Depends(brief_viewer)]
 _models_lock = threading.Lock()
 
 
-def face_models(request: Request) -> FaceModels:
+def face_models(request: Request, session: DatabaseSession) -> FaceModels:
     """The detector, embedder and quality gate that turn enrolment photos into
-    templates (and test camera frames), loaded once per app on first use."""
+    templates (and test camera frames): those of the organisation's model in use,
+    loaded on first use and again after a model switch."""
+    settings = settings_of(request)
+    name = model_in_use(access.organisation(session), settings)
     state = request.app.state
     with _models_lock:
-        if getattr(state, "face_models", None) is None:
+        loaded: FaceModels | None = getattr(state, "face_models", None)
+        if loaded is None or loaded.embedder.spec.name != name:
             from watchkeeper.cli.records import face_models as load
 
-            state.face_models = load(settings_of(request))
+            state.face_models = load(settings, name)
         return state.face_models
 
 
