@@ -11,12 +11,12 @@ from watchkeeper.config import Settings
 from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
 from watchkeeper.governance.alerts import record_alert
-from watchkeeper.governance.subjects import searchable_gallery
+from watchkeeper.governance.subjects import model_name, searchable_gallery
 from watchkeeper.matching.gallery import Gallery
 from watchkeeper.notify.outbox import queue_alert_event
 from watchkeeper.pipeline import MatchEvent
 from watchkeeper.store.database import Store
-from watchkeeper.store.models import Camera, Subject
+from watchkeeper.store.models import Camera, Organisation, Subject
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,12 @@ class StoredAlert:
 class CameraWatchlist:
     """The searchable gallery of one camera's site, reloaded every ``refresh_s`` seconds.
     With ``settings``, each stored alert is also queued for the notifications they
-    configure (see :func:`record_match`)."""
+    configure (see :func:`record_match`).
+
+    ``model_id`` is the embedder the camera runs: the gallery only ever holds that
+    model's templates. Each load also reads the organisation's model in use; once a
+    model switch has changed it, :attr:`model_changed` is true and the camera must be
+    restarted with the new model (until then it goes on with the old one)."""
 
     def __init__(
         self,
@@ -63,15 +68,24 @@ class CameraWatchlist:
             self.site_id = camera.site_id
             self.organisation_id = organisation.id
         self._loaded_at = -float("inf")
+        self.organisation_model: str | None = None
+        """The organisation's model in use at the last load (None: the configured one)."""
         self.gallery = self.load()
 
     def load(self) -> Gallery:
         with self.store.session() as session:
+            organisation = session.get_one(Organisation, self.organisation_id)
+            self.organisation_model = organisation.embedder
             self.gallery = searchable_gallery(
                 session, self.store.keys, self.organisation_id, self.site_id, self.model_id
             )
         self._loaded_at = time.monotonic()
         return self.gallery
+
+    @property
+    def model_changed(self) -> bool:
+        """Whether the organisation searches with another model than this camera's now."""
+        return self.organisation_model not in (None, model_name(self.model_id))
 
     def refresh_due(self) -> bool:
         return time.monotonic() - self._loaded_at >= self.refresh_s

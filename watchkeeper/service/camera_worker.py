@@ -13,9 +13,16 @@ its ``reload`` event (an entry approved, suspended or erased), and every
 ``store.watchlist_refresh_s`` regardless (the backstop for expiries and for
 changes made elsewhere, e.g. on the command line).
 
+It runs the organisation's model in use (its watchlist's model, not necessarily
+the configured one). When a reload finds that a model switch changed it, the
+worker decides its open tracks with the model it has, stores their matches and
+ends with :data:`EXIT_MODEL_CHANGED`; the supervisor starts a new one at once,
+which loads the new model and its gallery. A camera never searches one model's
+templates with another model's embedder.
+
 Its exit code says how it ended: 0 when stopped or when a file source ended,
-2 after a source error, 1 after anything unexpected. Faces that match nobody
-never leave it.
+2 after a source error, 3 after a model switch, 1 after anything unexpected.
+Faces that match nobody never leave it.
 """
 
 from __future__ import annotations
@@ -31,10 +38,11 @@ from watchkeeper.config import Settings
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.governance.live import CameraWatchlist
 from watchkeeper.governance.organisation import camera_source
+from watchkeeper.governance.subjects import model_in_use
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import CameraPipeline, Matcher, resolve_threshold
 from watchkeeper.store.database import open_store
-from watchkeeper.store.models import Camera
+from watchkeeper.store.models import Camera, Organisation
 from watchkeeper.streaming.engine import RecognitionEngine
 from watchkeeper.video.sources import open_source
 from watchkeeper.vision.detection import create_detector
@@ -44,6 +52,7 @@ HEALTH_INTERVAL_S = 1.0
 EXIT_STOPPED = 0
 EXIT_FAILED = 1
 EXIT_SOURCE_ERROR = 2
+EXIT_MODEL_CHANGED = 3
 
 Messages = multiprocessing.Queue  # of tuple[Any, ...]
 
@@ -78,16 +87,23 @@ def _watch(
 ) -> int:
     store = open_store(settings)
     try:
-        registry = ModelRegistry(settings.models_dir)
-        detector = create_detector(settings.detection, registry)
-        embedder = create_embedder(settings.embedder, registry, settings.inference)
         with store.session() as session:
             camera = session.get_one(Camera, camera_id)
             name = f"{camera.site.name}/{camera.name}"
             source = camera_source(store.keys, camera)
+            organisation = session.get_one(Organisation, camera.site.organisation_id)
+            # From here on, "the embedder" (thresholds included) is the watchlist's.
+            settings = settings.model_copy(
+                update={"embedder": model_in_use(organisation, settings)}
+            )
+        registry = ModelRegistry(settings.models_dir)
+        detector = create_detector(settings.detection, registry)
+        embedder = create_embedder(settings.embedder, registry, settings.inference)
         watchlist = CameraWatchlist(
             store, name, embedder.model_id, settings.store.watchlist_refresh_s, None
         )
+        if watchlist.model_changed:  # a switch finished while the models were loading
+            return EXIT_MODEL_CHANGED
 
         def matcher() -> Matcher:
             size = len(watchlist.gallery.subjects)
@@ -100,8 +116,9 @@ def _watch(
         engine.start()
         messages.put(("running", embedder.model_id))
         reported = 0.0
+        switched = False
         for item in engine.events(poll_s=0.25):
-            if stop.is_set():
+            if stop.is_set() or switched:
                 engine.stop()
             if item is not None:
                 messages.put(("match", item.event, pipeline.matcher.threshold))
@@ -112,7 +129,12 @@ def _watch(
             if reload.is_set() or watchlist.refresh_due():
                 reload.clear()  # before loading: a change committed meanwhile asks again
                 watchlist.load()
-                pipeline.matcher = matcher()
+                pipeline.matcher = matcher()  # still this model's templates only
+                if watchlist.model_changed and not switched:
+                    switched = True
+                    messages.put(("model", watchlist.organisation_model))
+        if switched and not stop.is_set():
+            return EXIT_MODEL_CHANGED
         if feed.error is not None:
             messages.put(("error", str(feed.error)))
             return EXIT_SOURCE_ERROR

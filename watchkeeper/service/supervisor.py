@@ -10,7 +10,10 @@ cameras carry on. :meth:`Supervisor.stop` stops every camera at once: each
 worker decides its open tracks and every match it sends is stored before it
 ends, so stopping loses no alert. While running, the supervisor follows the
 cameras in the database and tells workers to reload their watchlist when asked
-(:meth:`Supervisor.cameras_changed`, :meth:`Supervisor.watchlist_changed`).
+(:meth:`Supervisor.cameras_changed`, :meth:`Supervisor.watchlist_changed`). A
+worker that finds, on a reload, that the organisation switched to another model
+ends after storing its last alerts and is replaced at once by one that runs the
+new model (not counted as a failure): the camera is down only while it loads.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from sqlalchemy.orm import Session
 from watchkeeper.config import Settings
 from watchkeeper.governance import access, audit
 from watchkeeper.governance.live import StoredAlert, record_match
-from watchkeeper.service.camera_worker import EXIT_STOPPED, run_camera
+from watchkeeper.service.camera_worker import EXIT_MODEL_CHANGED, EXIT_STOPPED, run_camera
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import Camera, Site
 
@@ -303,6 +306,9 @@ class _CameraRunner(threading.Thread):
             if self._restart.is_set():
                 delay = 1.0
                 continue
+            if exit_code == EXIT_MODEL_CHANGED:
+                log.info("camera %s restarts with the model now in use", self.health.name)
+                continue
             if exit_code == EXIT_STOPPED:
                 self._update(state=CameraState.FINISHED, fps=0.0)
                 return
@@ -386,6 +392,11 @@ class _CameraRunner(threading.Thread):
                 self._update(alerts=self.health.alerts + 1)
                 if self.supervisor.on_alert is not None:
                     self.supervisor.on_alert(self.health, stored)
+            return True
+        if kind == "model":
+            log.info(
+                "camera %s: the watchlist is now searched with %s", self.health.name, message[1]
+            )
             return True
         if kind == "error":
             self._update(error=message[1])
