@@ -390,25 +390,27 @@ class ReviewConfig(BaseModel):
     """What the alert card tells a reviewer beside the two faces: a band for the score and
     plain warnings about how the face was seen. Neither decides anything; people do.
 
-    The score margins are in cosine similarity of ``dlib-resnet-v1`` (a setting, because
-    another embedder or a calibration on local data moves them)."""
+    The score margins are in cosine similarity of ``sface-2021dec``, the default embedder
+    (a setting, because another embedder or a calibration on local data moves them). With
+    ``dlib-resnet-v1``, whose scores lie far closer together, set 0.02 and 0.005."""
 
     strong_margin: float = Field(
-        0.02,
+        0.16,
         ge=0,
         description="Score at least this far above the alert's threshold is shown as "
-        "'strong'. With the shipped calibration (0.951 for 100 entries) that is above 0.97, "
-        "higher than every pair of different people in the LFW measurement (at most "
-        "0.965-0.969, docs/accuracy.md).",
+        "'strong'. With the shipped calibration (0.459 for 100 entries) that is above 0.61: "
+        "in the LFW measurement no two different people scored higher, except brothers "
+        "(George W. and Jeb Bush, 0.61) and label errors (one person under two names, up to "
+        "0.77); about half of the same person's pairs did (median 0.70).",
     )
     likely_margin: float = Field(
-        0.005,
+        0.04,
         ge=0,
         description="Score at least this far above the threshold (and below strong_margin) "
         "is 'likely'; closer is 'weak'. The threshold for one false alert in 10,000 "
-        "strangers lies 0.001-0.005 above the one for 1 in 1,000 (100 to 1,000 entries), so "
-        "strangers' scores still reach the weak band. The same person's median score on LFW "
-        "was 0.954, so true matches are often weak too: the band is no verdict.",
+        "strangers lies 0.01-0.04 above the one for 1 in 1,000 (100 to 1,000 entries), so "
+        "strangers' scores still reach the weak band, and a tenth of the same person's pairs "
+        "on LFW scored under 0.58: the band is no verdict.",
     )
     brief_sighting_s: float = Field(
         1.0,

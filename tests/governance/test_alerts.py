@@ -559,13 +559,13 @@ REVIEW = ReviewConfig()
 @pytest.mark.parametrize(
     ("score", "threshold", "band"),
     [
-        (0.9712, 0.9512, "strong"),  # exactly strong_margin (0.02) above
-        (0.99, 0.9512, "strong"),
-        (0.9711, 0.9512, "likely"),
-        (0.9562, 0.9512, "likely"),  # exactly likely_margin (0.005) above
-        (0.9561, 0.9512, "weak"),
-        (0.9512, 0.9512, "weak"),  # at the threshold
-        (0.95, 0.9512, "weak"),  # below it (a manually lowered threshold since)
+        (0.6155, 0.4555, "strong"),  # exactly strong_margin (0.16) above
+        (0.9, 0.4555, "strong"),
+        (0.6154, 0.4555, "likely"),
+        (0.4955, 0.4555, "likely"),  # exactly likely_margin (0.04) above
+        (0.4954, 0.4555, "weak"),
+        (0.4555, 0.4555, "weak"),  # at the threshold
+        (0.45, 0.4555, "weak"),  # below it (a manually lowered threshold since)
     ],
 )
 def test_score_band_follows_the_margin_above_the_threshold(
