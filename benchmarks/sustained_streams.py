@@ -7,12 +7,14 @@ or better and the p95 frame-to-decision latency stays under the limit. Prints
 one JSON line per count, then a summary line.
 
     uv run python benchmarks/sustained_streams.py [--max 6 | --counts 8,16,24] [--seconds 40]
+        [--embedder sface-2021dec | dlib-resnet-v1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,17 +23,21 @@ from tests.support.data import CROWD, MODELS
 from tests.support.rtsp_server import RtspServer
 
 
-def measure(url: str, cameras: int, seconds: float, fps: float, processes: int) -> dict:
+def measure(
+    url: str, cameras: int, seconds: float, fps: float, processes: int, embedder: str
+) -> dict:
     command = [
         sys.executable, "-m", "watchkeeper", "--models-dir", str(MODELS), "bench", url,
         "--cameras", str(cameras), "--duration", str(seconds), "--fps", str(fps),
         "--no-baseline", "--embed-seconds", "0", "--gallery-sizes", "1000", "--json",
         "--processes", str(processes),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    environment = {**os.environ, "WATCHKEEPER_EMBEDDER": embedder}
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
     streams = json.loads(done.stdout)["streams"]
     # The first second is connection set-up; rates are over the whole run.
     return {
+        "embedder": embedder,
         "cameras": cameras,
         "processes": processes,
         "fps_per_camera_min": streams["fps_per_camera_min"],
@@ -64,12 +70,17 @@ def main() -> None:
         "--processes", type=int, default=1, help="Worker processes (streaming.processes)."
     )
     parser.add_argument("--latency-ms", type=float, default=1000.0, help="p95 limit.")
+    parser.add_argument(
+        "--embedder", default="sface-2021dec", help="Identity embedder (registry name)."
+    )
     args = parser.parse_args()
     held = 0
     with RtspServer(Path(CROWD), loop=True) as server:
         counts = [int(n) for n in args.counts.split(",")] if args.counts else range(1, args.max + 1)
         for cameras in counts:
-            result = measure(server.url, cameras, args.seconds, args.sample_fps, args.processes)
+            result = measure(
+                server.url, cameras, args.seconds, args.sample_fps, args.processes, args.embedder
+            )
             result["held"] = (
                 not result["errors"]
                 and result["fps_per_camera_min"] >= args.fps
@@ -78,7 +89,7 @@ def main() -> None:
             print(json.dumps(result), flush=True)  # noqa: T201 - a command-line report
             if result["held"]:
                 held = max(held, cameras)
-    print(json.dumps({"streams_held": held, "fps": args.fps}))  # noqa: T201
+    print(json.dumps({"embedder": args.embedder, "streams_held": held, "fps": args.fps}))  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -61,9 +61,8 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def env(tmp_path: Path) -> dict[str, str]:
     models = tmp_path / "models"
     models.mkdir()
-    (models / "face_detection_yunet_2023mar.onnx").symlink_to(
-        MODELS / "face_detection_yunet_2023mar.onnx"
-    )
+    for name in ("face_detection_yunet_2023mar.onnx", "face_recognition_sface_2021dec.onnx"):
+        (models / name).symlink_to(MODELS / name)
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("WATCHKEEPER_")},
         "WATCHKEEPER_MODELS_DIR": str(models),
@@ -155,7 +154,7 @@ def test_calibrate_saves_thresholds_by_watchlist_size_with_provenance(
     assert not (models / "calibration.toml").exists()
     saved = run(*args, "--save", env=env)
     assert saved.returncode == 0, saved.stderr
-    calibration = ModelRegistry(models).spec("dlib-resnet-v1").calibration
+    calibration = ModelRegistry(models).spec("sface-2021dec").calibration
     assert calibration is not None
     assert calibration.fpir == 0.2
     assert calibration.thresholds == {
@@ -163,7 +162,7 @@ def test_calibrate_saves_thresholds_by_watchlist_size_with_provenance(
     }
     assert "FPIR 0.2, 1 enrolment photo(s) per person" in calibration.provenance
     listed = json.loads(run("models", "list", "--json", env=env).stdout)
-    row = next(r for r in listed if r["name"] == "dlib-resnet-v1")
+    row = next(r for r in listed if r["name"] == "sface-2021dec")
     assert row["calibration"]["provenance"] == calibration.provenance
 
 

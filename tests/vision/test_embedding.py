@@ -147,6 +147,54 @@ def test_onnx_embedder_follows_the_declared_input_convention(
         np.testing.assert_allclose(vector, expected / np.linalg.norm(expected), atol=1e-4)
 
 
+SFACE = "sface-2021dec"
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_sface_in_batches_gives_the_official_files_vectors(
+    yunet: FaceDetector, registry: ModelRegistry
+) -> None:
+    """The graph is prepared for batches (weights dropped from its inputs, a variable
+    batch dimension): the vectors must be those of the official file, run as it is,
+    one face at a time."""
+    chips = [chip for name in ("Colin_Powell", "Tony_Blair", "Hu_Jintao") for chip in
+             chips_of(yunet, name, 3, ARCFACE_CHIP)]  # fmt: skip
+    embedder = create_embedder(SFACE, registry, InferenceConfig(device="cpu"))
+    assert isinstance(embedder, OnnxArcFaceEmbedder)
+    assert not embedder.spec.flip_average
+    assert embedder.layout is ARCFACE_CHIP
+    official = onnxruntime.InferenceSession(
+        str(registry.verified_path(SFACE)), providers=["CPUExecutionProvider"]
+    )
+    inputs = [np.ascontiguousarray(c[..., ::-1].astype(np.float32).transpose(2, 0, 1)[None])
+              for c in chips]  # fmt: skip
+    reference = np.concatenate([official.run(None, {"data": x})[0] for x in inputs])
+    batched = embedder.embed_raw(chips)
+    assert batched.shape == (9, 128)
+    assert _cosines(batched, reference).min() >= 0.99999
+    vectors = embedder.embed(chips).vectors
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    same = vectors[:3] @ vectors[:3].T
+    others = vectors[:3] @ vectors[3:].T
+    assert same[np.triu_indices(3, 1)].min() > others.max()
+
+
+@pytest.mark.gpu
+def test_sface_on_the_gpu_gives_the_cpus_vectors(
+    yunet: FaceDetector, registry: ModelRegistry
+) -> None:
+    """With onnxruntime-gpu, SFace runs through the CUDA provider; its vectors must stay
+    those of the CPU (cosine 0.9999 or more)."""
+    chips = chips_of(yunet, "Colin_Powell", 4, ARCFACE_CHIP)
+    gpu = create_embedder(SFACE, registry, InferenceConfig(device="cuda"))
+    assert "CUDAExecutionProvider" in gpu.runtime
+    cpu = create_embedder(SFACE, registry, InferenceConfig(device="cpu"))
+    assert _cosines(gpu.embed_raw(chips), cpu.embed_raw(chips)).min() >= 0.9999
+
+
 def test_onnx_model_with_another_input_size_is_refused() -> None:
     data, _ = linear_embedder_model(dim=128, side=128)
     with pytest.raises(ModelError, match="3 x 112 x 112"):
