@@ -4,14 +4,23 @@ moves to SFace."""
 
 from __future__ import annotations
 
+import json
+import signal
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from contextlib import closing
 
 import cv2
 import numpy as np
 
 from tests.support.cli import Sandbox
+from tests.support.data import DEBATE
+from tests.support.rtsp_server import RtspServer
 from tests.test_governance_cli import (
     BIDEN_PHOTOS,
     DATA,
@@ -106,3 +115,64 @@ def test_models_use_moves_the_stored_watchlist_to_sface(sandbox: Sandbox) -> Non
     assert actions.count("models.switch_completed") == 1
     assert actions.count("subject.retemplate") == 3  # Biden, Trump, then Trump again
     ok(sandbox.run("audit", "verify"))
+
+
+def test_a_live_scan_goes_on_with_the_new_model(sandbox: Sandbox) -> None:
+    """`scan --db` on a live stream while `models use` runs in another process: the scan
+    stores its matches with dlib until the switch is stored, then goes on with SFace,
+    without being restarted."""
+    incident = set_up_organisation(sandbox, **DLIB)
+    biden = output(enrol(sandbox, "bob", incident, "Biden, J.", BIDEN_PHOTOS, **DLIB))["id"]
+    ok(sandbox.run("subjects", "approve", biden, "--user", "carol"))
+    records: list[dict] = []
+    log = sandbox.root / "scan-stderr.txt"
+    with RtspServer(DEBATE, loop=True) as server, log.open("w") as stderr:
+        scan = subprocess.Popen(
+            [sys.executable, "-m", "watchkeeper", "scan", server.url, "--db", "--json"],
+            cwd=sandbox.cwd,
+            env=sandbox.env(WATCHKEEPER_STORE__WATCHLIST_REFRESH_S="1"),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        reader = threading.Thread(
+            target=lambda: records.extend(json.loads(line) for line in scan.stdout or ()),
+            daemon=True,
+        )
+        reader.start()
+        try:
+            until(lambda: any(r["type"] == "match" for r in records), "a match with dlib")
+            ok(sandbox.run("models", "use", "sface-2021dec", "--user", "carol"))
+            until(
+                lambda: "match" in [r["type"] for r in records][_after_summary(records) :],
+                "a match with SFace",
+            )
+        finally:
+            scan.send_signal(signal.SIGINT)
+            scan.wait(timeout=60)
+            reader.join(10)
+    errors = log.read_text()
+    assert scan.returncode == 130, errors
+    assert "the watchlist is now searched with sface-2021dec; the scan goes on with it" in errors
+    with closing(sqlite3.connect(sandbox.root / DB)) as connection:
+        models = [
+            row[0] for row in connection.execute("SELECT model_id FROM alert ORDER BY created_at")
+        ]
+    switch = models.index("sface-2021dec@2021dec")
+    assert switch > 0
+    assert set(models[:switch]) == {"dlib-resnet-v1@1"}
+    assert set(models[switch:]) == {"sface-2021dec@2021dec"}
+    assert [r["type"] for r in records].count("summary") == 2, "one summary per model"
+
+
+def _after_summary(records: list[dict]) -> int:
+    """The index after the first summary record (the end when there is none)."""
+    types = [r["type"] for r in records]
+    return types.index("summary") + 1 if "summary" in types else len(types)
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)

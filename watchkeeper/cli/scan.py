@@ -17,9 +17,11 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from watchkeeper.cli.app import app, fail, log, stderr
 from watchkeeper.cli.records import OrganisationOption
 from watchkeeper.config import Settings
-from watchkeeper.errors import WatchkeeperError
+from watchkeeper.errors import ConfigError, WatchkeeperError
+from watchkeeper.governance import access
 from watchkeeper.governance.live import CameraWatchlist
 from watchkeeper.governance.retention import RetentionSweeper
+from watchkeeper.governance.subjects import model_in_use
 from watchkeeper.matching.gallery import Gallery
 from watchkeeper.matching.watchlist import FolderWatchlist, load_watchlist_folder
 from watchkeeper.models.provision import embedder_chosen, ensure_models
@@ -233,6 +235,28 @@ def run_source(
     )
 
 
+class ModelSwitched(WatchkeeperError):
+    """The organisation switched the stored watchlist to another model during a live scan:
+    the scan goes on with that model (see :func:`scan`)."""
+
+
+def stored_watchlist_model(
+    store: Store, settings: Settings, organisation: str | None, option: str | None
+) -> tuple[str, bool]:
+    """The model the organisation's stored watchlist is searched with, and whether it is
+    fixed (not just the configuration's default). ``--embedder`` may only name it."""
+    with store.session() as session:
+        found = access.organisation(session, organisation)
+        name = model_in_use(found, settings)
+        fixed = found.embedder is not None
+    if option is not None and option != name:
+        raise ConfigError(
+            f"the stored watchlist is searched with {name}, not {option} "
+            "(`watchkeeper models use` moves it to another model)"
+        )
+    return name, fixed
+
+
 def save_match(event: MatchEvent, folder: Path) -> None:
     """Write a matched track's best chips; nothing else is ever written by `scan`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -288,7 +312,9 @@ def scan(
         typer.Option(help="Write matched tracks' best face crops here (nothing else is kept)."),
     ] = None,
 ) -> None:
-    """Scan a video source against a watchlist; print one line per match."""
+    """Scan a video source against a watchlist; print one line per match. With --db, the
+    organisation's model in use is run; if a switch to another model is stored while a
+    live source is scanned, the scan goes on with the new model (one summary each)."""
     if (watchlist is None) == (not db):
         raise typer.BadParameter("give either --watchlist FOLDER or --db")
     if camera is not None and not db:
@@ -313,16 +339,18 @@ def scan(
     stored: CameraWatchlist | None = None
     store: Store | None = None
     try:
-        settings = ensure_models(
-            ctx.obj.settings(**overrides),
-            embedder_chosen(ctx.obj.config_file, embedder),
-            stderr,
-        )
+        chosen = embedder_chosen(ctx.obj.config_file, embedder)
+        if db:
+            store = open_store(ctx.obj.settings(**overrides))
+            overrides["embedder"], fixed = stored_watchlist_model(
+                store, ctx.obj.settings(**overrides), organisation, embedder
+            )
+            chosen = chosen or fixed
+        settings = ensure_models(ctx.obj.settings(**overrides), chosen, stderr)
         recognition = Recognition.load(settings)
         face_embedder = recognition.embedder
         SourceSpec.parse(source)  # a missing file fails before the watchlist is enrolled
-        if db:
-            store = open_store(settings)
+        if store is not None:
             stored = CameraWatchlist(
                 store,
                 camera,
@@ -356,8 +384,10 @@ def scan(
     if not gallery.subjects:
         log.warning("%s has no searchable entries; nothing can match", described)
     pipeline = recognition.pipeline(gallery, match_threshold)
+    switched_warned = False
 
     def handle(item: CameraEvent | None) -> None:
+        nonlocal switched_warned
         if item is not None:
             event = item.event
             record = match_record(event)
@@ -370,23 +400,61 @@ def scan(
                 save_match(event, save_matches)
             _emit(record, as_json)
         if stored is not None and stored.refresh_due():
-            refreshed = stored.load()
+            refreshed = stored.load()  # this model's templates only, whatever happened
             pipeline.matcher = Matcher(
                 refreshed,
                 recognition.threshold(len(refreshed.subjects)),
                 settings.matching.top_k,
             )
+            if stored.model_changed and not switched_warned:
+                switched_warned = True
+                if frame_source.live:
+                    raise ModelSwitched(
+                        f"the watchlist is now searched with {stored.organisation_model}"
+                    )
+                log.warning(
+                    "the watchlist is now searched with %s; this scan of a file goes on with "
+                    "%s to its end", stored.organisation_model, face_embedder.model_id,
+                )  # fmt: skip
 
     sweeper = RetentionSweeper(store, settings.store.sweep_interval_s).start() if store else None
     try:
-        run = run_source(recognition, camera or source, frame_source, pipeline, handle)
+        while True:
+            run = run_source(recognition, camera or source, frame_source, pipeline, handle)
+            if not isinstance(run.failure, ModelSwitched) or run.interrupted:
+                break
+            # A live source: go on with the new model (its open tracks were decided, and
+            # their matches stored, with the old one).
+            _emit(run.summary(), as_json)
+            assert stored is not None
+            assert store is not None
+            log.warning("%s; the scan goes on with it", run.failure)
+            try:
+                overrides["embedder"], _ = stored_watchlist_model(
+                    store, settings, organisation, None
+                )
+                settings = ensure_models(ctx.obj.settings(**overrides), True, stderr)
+                recognition = Recognition.load(settings)
+                face_embedder = recognition.embedder
+                stored = CameraWatchlist(
+                    store, camera, face_embedder.model_id, settings.store.watchlist_refresh_s,
+                    organisation, settings=settings,
+                )  # fmt: skip
+                pipeline = recognition.pipeline(
+                    stored.gallery, recognition.threshold(len(stored.gallery.subjects))
+                )
+                frame_source = open_source(source, settings.video)
+            except WatchkeeperError as exc:
+                raise fail(exc) from None
+            switched_warned = False
     finally:
         if sweeper is not None:
             sweeper.stop()
         if store is not None:
             store.close()
     _emit(run.summary(), as_json)
-    failure, interrupted = run.failure, run.interrupted
+    failure = None if isinstance(run.failure, ModelSwitched) else run.failure
+    interrupted = run.interrupted
     if failure is not None:
         raise fail(failure)
     if interrupted:
