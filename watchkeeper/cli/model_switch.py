@@ -131,7 +131,9 @@ def show(report: SwitchReport, as_json: bool) -> None:
         f"{report.retemplated} of {report.entries} entries re-embedded, "
         f"{report.templates} templates made"
     )
-    if report.switched:
+    if report.switched and report.previous == report.model:
+        stderr.print(f"{report.model} is now the model in use, whatever the configuration says")
+    elif report.switched:
         dropped = (
             f"; {report.dropped_templates} templates of other models deleted"
             if report.dropped_templates
