@@ -50,6 +50,12 @@ def hog(registry: ModelRegistry) -> FaceDetector:
 
 
 @pytest.fixture(scope="session")
+def face_embedder(registry: ModelRegistry, settings: Settings) -> FaceEmbedder:
+    """The default identity embedder (SFace), as production builds it here."""
+    return create_embedder(settings.embedder, registry, settings.inference)
+
+
+@pytest.fixture(scope="session")
 def dlib_embedder(registry: ModelRegistry) -> FaceEmbedder:
     """dlib's ResNet on the runtime production picks here (onnxruntime on a CPU machine)."""
     return create_embedder("dlib-resnet-v1", registry)

@@ -41,18 +41,18 @@ TARGETS = ["Joseph_Biden", "Donald_Trump"]
 
 
 @pytest.fixture(scope="module")
-def others(yunet: FaceDetector, dlib_embedder: FaceEmbedder, settings: Settings) -> dict:
+def others(yunet: FaceDetector, face_embedder: FaceEmbedder, settings: Settings) -> dict:
     """100 other LFW identities (seeded), up to 2 photos each."""
     candidates = other_identities(150, exclude=set(TARGETS))
-    return enrol_identities(candidates, 100, yunet, dlib_embedder, settings.quality)
+    return enrol_identities(candidates, 100, yunet, face_embedder, settings.quality)
 
 
 @pytest.fixture(scope="module")
 def full_gallery(
-    others: dict, yunet: FaceDetector, dlib_embedder: FaceEmbedder, settings: Settings
+    others: dict, yunet: FaceDetector, face_embedder: FaceEmbedder, settings: Settings
 ) -> Gallery:
     """Biden (5 photos), Trump (1) and the 100 others."""
-    targets = enrol_identities(TARGETS, 2, yunet, dlib_embedder, settings.quality, 5)
+    targets = enrol_identities(TARGETS, 2, yunet, face_embedder, settings.quality, 5)
     return Gallery.from_templates({**targets, **others})
 
 
@@ -82,14 +82,14 @@ def scan(
 
 @pytest.fixture(scope="module")
 def run(
-    dlib_embedder: FaceEmbedder, settings: Settings, registry: ModelRegistry, yunet: FaceDetector
+    face_embedder: FaceEmbedder, settings: Settings, registry: ModelRegistry, yunet: FaceDetector
 ) -> Run:
     """``run(clip, gallery, early_decision_shots=...)``: events and pipeline of one scan."""
 
     def scan_with(clip: Path, gallery: Gallery, **tracking: Any) -> Scanned:
         changed = settings.tracking.model_copy(update=tracking)
         adjusted = settings.model_copy(update={"tracking": changed})
-        return scan(clip, gallery, dlib_embedder, adjusted, registry, yunet)
+        return scan(clip, gallery, face_embedder, adjusted, registry, yunet)
 
     return scan_with
 
@@ -168,21 +168,21 @@ def test_clips_of_strangers_raise_no_match(clip: Path, others_gallery: Gallery, 
 def test_unknown_tracks_leave_nothing_behind(
     full_gallery: Gallery,
     yunet: FaceDetector,
-    dlib_embedder: FaceEmbedder,
+    face_embedder: FaceEmbedder,
     settings: Settings,
     registry: ModelRegistry,
 ) -> None:
     """After a clip of strangers, no chip or vector survives in the pipeline."""
-    analyser = FaceAnalyser(yunet, dlib_embedder.layout, settings.quality)
+    analyser = FaceAnalyser(yunet, face_embedder.layout, settings.quality)
     threshold = resolve_threshold(settings, registry, len(full_gallery.subjects))
     pipeline = CameraPipeline(
-        dlib_embedder.model_id, Matcher(full_gallery, threshold), settings.tracking
+        face_embedder.model_id, Matcher(full_gallery, threshold), settings.tracking
     )
     source = open_source(str(CORRIDOR), settings.video)
     chips_seen, vectors_seen = [], []
 
     def decide(tracks: list) -> list[MatchEvent]:
-        embeddings = dlib_embedder.embed(shots_of(tracks))
+        embeddings = face_embedder.embed(shots_of(tracks))
         vectors_seen.append(embeddings.vectors)
         return pipeline.decide(tracks, embeddings)
 
@@ -198,11 +198,11 @@ def test_unknown_tracks_leave_nothing_behind(
 
 
 def test_a_gallery_from_another_model_is_refused(
-    full_gallery: Gallery, dlib_embedder: FaceEmbedder, settings: Settings
+    full_gallery: Gallery, face_embedder: FaceEmbedder, settings: Settings
 ) -> None:
-    foreign = Gallery("sface-2021dec@2021dec", full_gallery.matrix, full_gallery.labels)
+    foreign = Gallery("dlib-resnet-v1@1", full_gallery.matrix, full_gallery.labels)
     with pytest.raises(ModelMismatchError, match="re-enrol"):
-        CameraPipeline(dlib_embedder.model_id, Matcher(foreign, 0.9), settings.tracking)
-    pipeline = CameraPipeline(dlib_embedder.model_id, Matcher(full_gallery, 0.9), settings.tracking)
+        CameraPipeline(face_embedder.model_id, Matcher(foreign, 0.9), settings.tracking)
+    pipeline = CameraPipeline(face_embedder.model_id, Matcher(full_gallery, 0.9), settings.tracking)
     with pytest.raises(ModelMismatchError, match="re-enrol"):
         pipeline.matcher = Matcher(foreign, 0.9)

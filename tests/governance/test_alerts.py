@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from tests.support.alerts import add_york
 from tests.support.shop import (
+    ALERT_SCORE,
     ALERT_THRESHOLD,
     Shop,
     Sighting,
@@ -154,7 +155,7 @@ def test_a_recorded_alert_is_pending_with_an_encrypted_snapshot_and_an_audit_eve
     assert created.details["camera"] == str(shop.camera_id)
     assert set(created.details) == {"subject", "camera", "score", "threshold", "model"}
     assert created.details["model"] == face_models.embedder.model_id
-    assert sorted(floats_in(created.details)) == sorted([0.97, ALERT_THRESHOLD])
+    assert sorted(floats_in(created.details)) == sorted([ALERT_SCORE, ALERT_THRESHOLD])
     assert "red cap" not in json.dumps(created.details)
 
 

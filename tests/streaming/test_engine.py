@@ -60,7 +60,7 @@ class SlowAnalyser(FaceAnalyser):
 def build(
     biden_gallery: Gallery,
     yunet: FaceDetector,
-    dlib_embedder: FaceEmbedder,
+    face_embedder: FaceEmbedder,
     settings: Settings,
     registry: ModelRegistry,
 ) -> Callable[..., tuple[RecognitionEngine, Callable[[str, FrameSource], RecordingPipeline]]]:
@@ -72,17 +72,17 @@ def build(
         delay: Callable[[], float] | None = None,
         fail_at: int | None = None,
     ) -> tuple[RecognitionEngine, Callable[[str, FrameSource], RecordingPipeline]]:
-        base = analyser_factory(yunet, settings, registry, dlib_embedder.layout)
+        base = analyser_factory(yunet, settings, registry, face_embedder.layout)
         if delay is None and fail_at is None:
             factory = base
         else:
             factory = lambda: SlowAnalyser(base(), delay or (lambda: 0.0), fail_at)  # noqa: E731
         config = StreamingConfig(workers=workers, queue_frames=queue_frames, max_batch=16)
-        engine = RecognitionEngine(factory, dlib_embedder, config)
+        engine = RecognitionEngine(factory, face_embedder, config)
         matcher = Matcher(biden_gallery, BIDEN_THRESHOLD)
 
         def add(name: str, source: FrameSource) -> RecordingPipeline:
-            pipeline = RecordingPipeline(dlib_embedder.model_id, matcher, settings.tracking)
+            pipeline = RecordingPipeline(face_embedder.model_id, matcher, settings.tracking)
             engine.add_camera(name, source, pipeline)
             return pipeline
 

@@ -44,7 +44,7 @@ def test_cameras_in_worker_processes_give_the_threaded_engines_decisions(
     settings: Settings,
     registry: ModelRegistry,
     yunet: FaceDetector,
-    dlib_embedder: FaceEmbedder,
+    face_embedder: FaceEmbedder,
     biden_gallery: Gallery,
 ) -> None:
     cameras = {"debate": str(DEBATE), "stage": str(STAGE)}
@@ -54,10 +54,10 @@ def test_cameras_in_worker_processes_give_the_threaded_engines_decisions(
     one_thread = settings.model_copy(
         update={"streaming": settings.streaming.model_copy(update={"workers": 1})}
     )
-    threaded = RecognitionEngine.with_models(one_thread, registry, yunet, dlib_embedder)
+    threaded = RecognitionEngine.with_models(one_thread, registry, yunet, face_embedder)
     for name, source in cameras.items():
         matcher = Matcher(biden_gallery, BIDEN_THRESHOLD)
-        pipeline = CameraPipeline(dlib_embedder.model_id, matcher, settings.tracking)
+        pipeline = CameraPipeline(face_embedder.model_id, matcher, settings.tracking)
         threaded.add_camera(name, open_source(source, settings.video), pipeline)
     assert decisions(events) == decisions(threaded.run())
     assert {(e.camera, e.event.subject) for e in events} == {("debate", "Joseph_Biden")}

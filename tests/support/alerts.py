@@ -15,8 +15,8 @@ from watchkeeper.governance.alerts import record_alert
 from watchkeeper.governance.organisation import add_camera, add_site, add_user
 from watchkeeper.store.models import AuditEvent, Camera, Role
 
-SCORE, THRESHOLD = 0.975, 0.9512
-"""A score 0.024 above the 100-entry threshold: a "strong" band."""
+SCORE, THRESHOLD = 0.655, 0.4592
+"""A score 0.196 above SFace's 100-entry threshold: a "strong" band."""
 
 BRIEF = {"seconds": 0.6, "frames": 5, "shots": 3, "best_quality": 0.55, "runner_up_margin": None}
 """How a face seen only briefly, but well, is recorded (``MatchEvent.sighting``)."""

@@ -229,8 +229,8 @@ def sighting_of(models: FaceModels, person: str, index: int) -> Sighting:
     return Sighting(face.chip, vector, models.embedder.model_id)
 
 
-ALERT_SCORE = 0.97
-ALERT_THRESHOLD = 0.94
+ALERT_SCORE = 0.65
+ALERT_THRESHOLD = 0.46
 """The score and threshold recorded with test alerts."""
 
 

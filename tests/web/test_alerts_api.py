@@ -82,7 +82,7 @@ def test_the_list_filters_by_status_and_shows_bands(
     web: TestClient, shop: Shop, biden: uuid.UUID, seen: Sighting
 ) -> None:
     strong = raise_alert(shop, biden, seen)
-    weak = raise_alert(shop, biden, seen, score=0.953)
+    weak = raise_alert(shop, biden, seen, score=0.47)
     carol = api_token(shop, "carol")
     rejected = web.post(f"/api/alerts/{strong}/reviews", json={"decision": "reject"}, headers=carol)
     assert rejected.status_code == 201

@@ -156,7 +156,7 @@ def test_each_page_is_told_only_of_its_own_sites_alerts(
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             for number, site in enumerate((leeds, york_site, leeds, york_site)):
-                stored = StoredAlert(f"alert-{number}", "s", "label", 0.96, 0.95, "2026", site)
+                stored = StoredAlert(f"alert-{number}", "s", "label", 0.51, 0.46, "2026", site)
                 camera = CameraHealth(uuid.uuid4(), f"cam-{number}", CameraState.RUNNING)
                 broadcaster.publish(alert_message(camera, stored))
             for name, ids in expected.items():
