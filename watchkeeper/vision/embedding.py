@@ -246,6 +246,10 @@ class OnnxArcFaceEmbedder(FaceEmbedder):
     by ONNX Runtime in batches, on the CPU or an NVIDIA GPU through onnxruntime-gpu."""
 
     layout = ARCFACE_CHIP
+    chunk = 16
+    """Most chips per network call: ONNX Runtime keeps the memory of its largest call.
+    SFace on 2 cores: 83 faces/s and 457 MB peak in calls of 16, against 78 faces/s and
+    1,098 MB in calls of 64 (8 already gets most of the speed)."""
 
     def __init__(
         self, spec: ModelSpec, model: bytes, inference: InferenceConfig | None = None
@@ -291,7 +295,11 @@ class OnnxArcFaceEmbedder(FaceEmbedder):
             batch = batch[..., ::-1]
         batch = (batch - self._convention.mean) / self._convention.std
         batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-        return self._session.run(None, {self._input_name: batch})[0]
+        parts = [
+            self._session.run(None, {self._input_name: batch[start : start + self.chunk]})[0]
+            for start in range(0, len(batch), self.chunk)
+        ]
+        return np.concatenate(parts)
 
 
 @dataclass(frozen=True)
