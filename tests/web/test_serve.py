@@ -7,26 +7,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 
 from tests.support.cli import Sandbox, one_line_error
-from tests.support.net import unused_port
+from tests.support.net import unused_port, wait_for
 
 PASSWORD = "correct horse battery"
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1]
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
 def test_serve_signs_users_in_answers_api_tokens_and_stops_on_ctrl_c(sandbox: Sandbox) -> None:
