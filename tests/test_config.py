@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import pickle
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,34 @@ def test_invalid_settings_are_named(overrides: dict, message: str) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="configuration file not found"):
         load_settings(tmp_path / "absent.toml")
+
+
+def _embedder_in_a_worker(settings: Settings, answers: multiprocessing.Queue) -> None:
+    answers.put((settings.embedder, settings.notify.webhooks[0].name))
+
+
+def test_settings_from_a_file_reach_worker_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --config FILE` hands the settings to one worker process per camera: they
+    must pickle (a class made inside load_settings did not, and every camera died)."""
+    config = tmp_path / "watchkeeper.toml"
+    config.write_text(
+        'embedder = "dlib-resnet-v1"\n[[notify.webhooks]]\nurl = "http://127.0.0.1:9/hook"\n'
+        'secret = "0123456789abcdef"\n'
+    )
+    monkeypatch.setenv("WATCHKEEPER_QUALITY__MAX_YAW_DEG", "25")
+    settings = load_settings(config)
+    assert type(settings) is Settings
+    assert settings.quality.max_yaw_deg == 25
+    copy = pickle.loads(pickle.dumps(settings))
+    assert copy == settings
+    assert {"embedder", "notify", "quality"} <= copy.model_fields_set
+    assert "video" not in copy.model_fields_set, "defaults stay unset: the user chose none"
+    context = multiprocessing.get_context("spawn")
+    answers = context.Queue()
+    worker = context.Process(target=_embedder_in_a_worker, args=(settings, answers))
+    worker.start()
+    assert answers.get(timeout=60) == ("dlib-resnet-v1", "127.0.0.1:9")
+    worker.join(10)
+    assert worker.exitcode == 0

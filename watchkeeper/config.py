@@ -652,6 +652,11 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         settings_cls = FileSettings
     try:
         base = settings_cls()
+        if settings_cls is not Settings:
+            # Settings travel to camera worker processes, and a class made in this
+            # function cannot be pickled: hand back a plain Settings with the same values
+            # and the same record of which fields were set.
+            base = Settings.model_validate(base.model_dump(exclude_unset=True))
         if not overrides:
             return base
         merged = base.model_dump()
