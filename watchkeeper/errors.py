@@ -78,3 +78,9 @@ class AuditError(WatchkeeperError):
     """The audit log does not verify: an event was edited, inserted or deleted."""
 
     exit_code = 12
+
+
+class AlreadyRunningError(WatchkeeperError):
+    """Another `watchkeeper serve` runs on the same data folder."""
+
+    exit_code = 13

@@ -70,12 +70,17 @@ def serve(
     from watchkeeper.governance.live import StoredAlert
     from watchkeeper.notify.notifier import Notifier
     from watchkeeper.service.broadcast import AlertBroadcaster
+    from watchkeeper.service.lifetime import InstanceLock
     from watchkeeper.service.supervisor import CameraHealth, Supervisor
     from watchkeeper.web.app import create_app
     from watchkeeper.web.routes.alerts import alert_message
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     with cli_errors():
+        # Held until this process ends (kept referenced: closing the file releases it),
+        # so that a second serve on the same data folder is refused.
+        lock = InstanceLock(ctx.obj.settings().data_dir)
+        lock.acquire()
         store, name = open_or_initialise(ctx, organisation)
         settings = ctx.obj.settings(**({"web": overrides} if overrides else {}))
         settings = ensure_models(settings, embedder_chosen(ctx.obj.config_file), stderr)
@@ -104,3 +109,4 @@ def serve(
     finally:
         notifier.stop()  # what is not delivered yet stays queued for the next start
         store.close()
+        lock.release()

@@ -20,6 +20,9 @@ ends with :data:`EXIT_MODEL_CHANGED`; the supervisor starts a new one at once,
 which loads the new model and its gallery. A camera never searches one model's
 templates with another model's embedder.
 
+It dies with the service: if the process that started it ends, however it ends,
+the kernel ends the worker too (see :mod:`watchkeeper.service.lifetime`).
+
 Its exit code says how it ended: 0 when stopped or when a file source ended,
 2 after a source error, 3 after a model switch, 1 after anything unexpected.
 Faces that match nobody never leave it.
@@ -41,6 +44,7 @@ from watchkeeper.governance.organisation import camera_source
 from watchkeeper.governance.subjects import model_in_use
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import CameraPipeline, Matcher, resolve_threshold
+from watchkeeper.service.lifetime import die_with_parent
 from watchkeeper.store.database import open_store
 from watchkeeper.store.models import Camera, Organisation
 from watchkeeper.streaming.engine import RecognitionEngine
@@ -66,6 +70,7 @@ def run_camera(
 ) -> None:
     """Process entry point. Ctrl-C goes to the whole process group: the supervisor
     decides when workers stop, so they ignore it."""
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         code = _watch(settings, camera_id, messages, stop, reload)
