@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +15,7 @@ from tests.support.data import DEBATE
 from tests.support.net import unused_port
 from tests.support.rtsp_server import RtspServer
 from tests.support.shop import Shop, enrol_subject
+from tests.support.waiting import wait_until
 from watchkeeper.config import Settings
 from watchkeeper.governance import access
 from watchkeeper.governance.organisation import add_camera, update_camera
@@ -24,13 +24,6 @@ from watchkeeper.service.supervisor import CameraHealth, CameraState, Supervisor
 from watchkeeper.store.models import Alert, AuditEvent, Subject
 
 pytestmark = pytest.mark.parametrize("database_url", [None], ids=["sqlite"])
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_cameras_run_apart_matches_become_alerts_and_stopping_loses_none(
@@ -72,9 +65,13 @@ def test_cameras_run_apart_matches_become_alerts_and_stopping_loses_none(
             ]
             os.kill(worker.pid, signal.SIGKILL)
             wait_until(lambda: health()["Leeds/till"].restarts == 1, 30, "the restart")
+            killed = "its worker process was killed (SIGKILL)"
+            assert health()["Leeds/till"].last_restart.endswith(f" UTC: {killed}")
             wait_until(
                 lambda: health()["Leeds/till"].state is CameraState.RUNNING, 120, "running again"
             )
+            assert health()["Leeds/till"].error is None
+            assert health()["Leeds/till"].last_restart.endswith(killed), "the reason stays"
         finally:
             final = {h.name: h for h in supervisor.stop(actor="alice")}
     assert all(h.state is CameraState.STOPPED for h in final.values())

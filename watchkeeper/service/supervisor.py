@@ -18,9 +18,12 @@ new model (not counted as a failure): the camera is down only while it loads.
 
 from __future__ import annotations
 
+import collections
+import errno
 import logging
 import multiprocessing
 import queue
+import signal
 import threading
 import time
 import uuid
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 60.0
 """How long a stopping worker may take to decide its open tracks."""
+STORE_RETRY_S = 1.0
+STORE_RETRY_MAX_S = 30.0
+"""An alert that cannot be stored is retried after 1, 2, 4, ... seconds, at most 30."""
 
 
 class CameraState(StrEnum):
@@ -69,10 +75,42 @@ class CameraHealth:
     """``time.time()`` when the frame count last went up."""
     error: str | None = None
     restarts: int = 0
+    last_restart: str | None = None
+    """When and why the camera last failed and was restarted; kept while it runs again
+    (``error`` is cleared once it runs)."""
     alerts: int = 0
+    unstored_alerts: int = 0
+    """Matches decided but not stored yet (the database or disk refused them): kept in
+    memory and retried, never dropped while the service runs."""
+    store_error: str | None = None
+    """Why the last attempt to store an alert failed, until one succeeds."""
 
 
 AlertHandler = Callable[[CameraHealth, StoredAlert], None]
+
+
+def storage_problem(exc: Exception) -> str:
+    """Why storing failed, in one line of words: a full disk is named as such."""
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+    lines = str(cause).strip().splitlines()
+    text = lines[0] if lines else type(cause).__name__
+    full = getattr(cause, "errno", None) == errno.ENOSPC or "disk is full" in text
+    return f"disk full ({text})" if full else text
+
+
+def exit_reason(exit_code: int | None) -> str:
+    """Why a camera's worker process ended, in words, when it said nothing itself: a
+    signal (killed by the system's out-of-memory killer or by hand: SIGKILL) or an exit
+    code."""
+    if exit_code is None:
+        return "its worker process vanished"
+    if exit_code < 0:
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = f"signal {-exit_code}"
+        return f"its worker process was killed ({name})"
+    return f"its worker process ended with exit code {exit_code} without saying why"
 
 
 class Supervisor:
@@ -277,6 +315,10 @@ class _CameraRunner(threading.Thread):
         self.stop_worker = supervisor._context.Event()
         self.reload_watchlist = supervisor._context.Event()
         self.model_id = ""
+        self._unstored: collections.deque[tuple[str, Any, float]] = collections.deque()
+        """(model id, match, threshold) decided but not stored yet, oldest first."""
+        self._store_failures = 0
+        self._next_store_at = 0.0
 
     def retire(self) -> None:
         """Stop for good, once the worker has stored its last alerts."""
@@ -294,6 +336,30 @@ class _CameraRunner(threading.Thread):
         self._wake.set()
 
     def run(self) -> None:
+        """Supervise the camera until it stops. An unexpected error in this thread (a
+        bug) is logged with its reason, shown in the camera's health, and the
+        supervision starts again after a backoff: it never ends silently."""
+        delay = 1.0
+        while True:
+            try:
+                self._supervise()
+                return
+            except Exception as exc:
+                reason = f"the camera's supervising thread failed ({type(exc).__name__}: {exc})"
+                log.exception("camera %s: %s; restarting it", self.health.name, reason)
+                when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+                self._update(
+                    state=CameraState.FAILED,
+                    error=reason,
+                    restarts=self.health.restarts + 1,
+                    last_restart=f"{when}: {reason}",
+                )
+                if self._wake.wait(delay) and self.stopping.is_set():
+                    self._update(state=CameraState.STOPPED)
+                    return
+                delay = min(delay * 2, self.supervisor.settings.streaming.restart_max_seconds)
+
+    def _supervise(self) -> None:
         streaming = self.supervisor.settings.streaming
         delay = 1.0
         while not self.stopping.is_set():
@@ -313,7 +379,15 @@ class _CameraRunner(threading.Thread):
                 self._update(state=CameraState.FINISHED, fps=0.0)
                 return
             delay = 1.0 if ran else min(delay * 2, streaming.restart_max_seconds)
-            self._update(state=CameraState.FAILED, fps=0.0, restarts=self.health.restarts + 1)
+            reason = self._worker_error or exit_reason(exit_code)
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            self._update(
+                state=CameraState.FAILED,
+                fps=0.0,
+                error=reason,
+                restarts=self.health.restarts + 1,
+                last_restart=f"{when}: {reason}",
+            )
             log.warning("camera %s failed: %s", self.health.name, self.health.error)
             if self._wake.wait(delay) and self.stopping.is_set():
                 self._update(state=CameraState.STOPPED)
@@ -326,6 +400,7 @@ class _CameraRunner(threading.Thread):
         messages: multiprocessing.Queue[tuple[Any, ...]] = self.supervisor._context.Queue()
         self.stop_worker.clear()
         self.reload_watchlist.clear()  # the new worker loads the watchlist as it is now
+        self._worker_error: str | None = None
         worker = self.supervisor._context.Process(
             target=run_camera,
             args=(settings, self.camera_id, messages, self.stop_worker, self.reload_watchlist),
@@ -334,6 +409,19 @@ class _CameraRunner(threading.Thread):
         )
         self._update(state=CameraState.STARTING, frames=0, fps=0.0)
         worker.start()
+        try:
+            return self._follow(worker, messages)
+        finally:
+            if worker.is_alive():  # only after an error here: never two workers a camera
+                worker.kill()
+                worker.join()
+
+    def _follow(
+        self, worker: multiprocessing.process.BaseProcess, messages: multiprocessing.Queue
+    ) -> tuple[int | None, bool]:
+        """Read ``worker``'s messages until it ends; its exit code, and whether it
+        streamed for a while."""
+        settings = self.supervisor.settings
         started = last_progress = time.monotonic()
         stopping_since: float | None = None
         while True:
@@ -341,6 +429,7 @@ class _CameraRunner(threading.Thread):
                 message = messages.get(timeout=0.25)
             except queue.Empty:
                 message = None
+            self.store_alerts()
             if message is not None:
                 if self._handle(message):
                     last_progress = time.monotonic()
@@ -354,9 +443,18 @@ class _CameraRunner(threading.Thread):
                 if now - stopping_since > DRAIN_TIMEOUT_S:
                     worker.kill()
             elif now - last_progress > settings.streaming.stall_seconds:
-                self._update(error=f"stalled: nothing for {settings.streaming.stall_seconds:g} s")
+                self._worker_error = f"stalled: nothing for {settings.streaming.stall_seconds:g} s"
+                self._update(error=self._worker_error)
                 worker.kill()
         worker.join()
+        self.store_alerts(force=True)
+        if self._unstored and self.stopping.is_set():
+            log.error(
+                "camera %s stops with %d decided alert(s) that could not be stored: %s",
+                self.health.name,
+                len(self._unstored),
+                self.health.store_error,
+            )
         ran = time.monotonic() - started > settings.streaming.stall_seconds
         return worker.exitcode, ran
 
@@ -379,19 +477,8 @@ class _CameraRunner(threading.Thread):
             return progressed
         if kind == "match":
             _, event, threshold = message
-            # Its webhooks and MQTT messages are queued in the same transaction.
-            stored = record_match(
-                self.supervisor.store,
-                self.camera_id,
-                self.model_id,
-                event,
-                threshold,
-                self.supervisor.settings,
-            )
-            if stored is not None:
-                self._update(alerts=self.health.alerts + 1)
-                if self.supervisor.on_alert is not None:
-                    self.supervisor.on_alert(self.health, stored)
+            self._unstored.append((self.model_id, event, threshold))
+            self.store_alerts(force=True)
             return True
         if kind == "model":
             log.info(
@@ -399,8 +486,60 @@ class _CameraRunner(threading.Thread):
             )
             return True
         if kind == "error":
+            self._worker_error = message[1]
             self._update(error=message[1])
         return False
+
+    def store_alerts(self, force: bool = False) -> None:
+        """Store the decided matches not stored yet, oldest first, each as a pending alert
+        with its notifications (one transaction each). A failure (a full disk, a database
+        that refuses writes) keeps them in memory, says why in the camera's health and
+        retries with backoff, while the camera goes on analysing."""
+        if not self._unstored or (not force and time.monotonic() < self._next_store_at):
+            return
+        while self._unstored:
+            model_id, event, threshold = self._unstored[0]
+            try:
+                stored = record_match(
+                    self.supervisor.store,
+                    self.camera_id,
+                    model_id,
+                    event,
+                    threshold,
+                    self.supervisor.settings,
+                )
+            except Exception as exc:  # whatever the store raises, the match is kept
+                self._store_failed(exc)
+                return
+            self._unstored.popleft()
+            if stored is not None:
+                self._update(alerts=self.health.alerts + 1)
+                self._push(stored)
+        if self._store_failures:
+            log.warning("camera %s: alerts are stored again", self.health.name)
+        self._store_failures = 0
+        self._update(unstored_alerts=0, store_error=None)
+
+    def _push(self, stored: StoredAlert) -> None:
+        """Hand a stored alert to ``on_alert`` (open pages, notifications). It is stored
+        already: a failure here is logged and never stops the camera."""
+        if self.supervisor.on_alert is None:
+            return
+        try:
+            self.supervisor.on_alert(self.health, stored)
+        except Exception:
+            log.exception(
+                "camera %s: alert %s stored, but not pushed", self.health.name, stored.alert_id
+            )
+
+    def _store_failed(self, exc: Exception) -> None:
+        self._store_failures += 1
+        wait = min(STORE_RETRY_S * 2 ** (self._store_failures - 1), STORE_RETRY_MAX_S)
+        self._next_store_at = time.monotonic() + wait
+        reason = f"cannot store alerts: {storage_problem(exc)}"
+        if reason != self.health.store_error:
+            log.error("camera %s: %s; kept in memory and retried", self.health.name, reason)
+        self._update(unstored_alerts=len(self._unstored), store_error=reason)
 
     def _update(self, **changes: Any) -> None:
         self.health = replace(self.health, **changes)

@@ -22,4 +22,15 @@ class CameraHealthPublic(BaseModel):
     last_frame_seconds_ago: float | None
     error: str | None = Field(description="Why the camera last failed, if it did.")
     restarts: int
+    last_restart: str | None = Field(
+        description="When and why the camera last failed and was restarted (kept while it "
+        "runs again)."
+    )
     alerts: int = Field(description="Alerts raised since recognition started.")
+    unstored_alerts: int = Field(
+        description="Matches decided but not stored yet because the database or disk refused "
+        "them: kept in memory and retried until stored."
+    )
+    store_error: str | None = Field(
+        description="Why alerts cannot be stored now (e.g. 'cannot store alerts: disk full')."
+    )

@@ -73,7 +73,10 @@ def public(health: CameraHealth) -> CameraHealthPublic:
         last_frame_seconds_ago=None if seen is None else round(time.time() - seen, 1),
         error=health.error,
         restarts=health.restarts,
+        last_restart=health.last_restart,
         alerts=health.alerts,
+        unstored_alerts=health.unstored_alerts,
+        store_error=health.store_error,
     )
 
 
