@@ -78,3 +78,10 @@ class AuditError(WatchkeeperError):
     """The audit log does not verify: an event was edited, inserted or deleted."""
 
     exit_code = 12
+
+
+class BackupError(WatchkeeperError):
+    """A backup cannot be made, or an archive cannot be restored: it is damaged or was
+    altered, the target already holds data, or the service is running on it."""
+
+    exit_code = 13
