@@ -19,6 +19,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from tests.support.cli import Run, Sandbox, one_line_error
 from tests.support.data import DEBATE
 from tests.support.rtsp_server import RtspServer
 from tests.support.shop import Shop, Sighting, enrol_subject, record_sighting
@@ -366,6 +367,49 @@ def test_a_restore_names_an_administrator_of_the_backup_or_none(
     with pytest.raises(BackupError, match="'dave' is not an active administrator"):
         restore(archive, target, actor="dave")
     assert nothing_in(target.data_dir)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def ok(run: Run) -> Run:
+    assert run.code == 0, run.stderr
+    return run
+
+
+def test_backup_and_restore_commands_round_trip_and_refuse_with_their_exit_codes(
+    sandbox: Sandbox,
+) -> None:
+    live = {"WATCHKEEPER_DATA_DIR": str(sandbox.root / "live")}
+    elsewhere = {"WATCHKEEPER_DATA_DIR": str(sandbox.root / "elsewhere")}
+    ok(sandbox.run("init", "--organisation", "Corner Shops", "--admin", "alice", **live))
+    ok(sandbox.run("sites", "add", "Leeds", "--user", "alice", **live))
+
+    made = ok(sandbox.run("backup", "shop.tar", "--user", "alice", "--json", **live))
+    assert json.loads(made.stdout)["organisations"] == 1
+    again = sandbox.run("backup", "shop.tar", "--user", "alice", **live)
+    assert again.code == 13
+    assert "already exists" in one_line_error(again)
+
+    wrong = sandbox.run(
+        "restore", "shop.tar", WATCHKEEPER_KEY=encode_key(generate_key()), **elsewhere
+    )
+    assert wrong.code == 8, wrong.stderr
+    assert "not the one this backup was made with" in one_line_error(wrong)
+    assert not (sandbox.root / "elsewhere").exists()
+
+    done = ok(sandbox.run("restore", "shop.tar", "--user", "alice", **elsewhere))
+    assert "Corner Shops: 4 audit events, chain intact" in done.stderr
+    ok(sandbox.run("audit", "verify", **elsewhere))
+    sites = ok(sandbox.run("sites", "list", "--json", "--user", "alice", **elsewhere))
+    assert [s["name"] for s in json.loads(sites.stdout)] == ["Leeds"]
+    refused = sandbox.run("restore", "shop.tar", **elsewhere)
+    assert refused.code == 13
+    assert "already holds data" in one_line_error(refused)
+    archive = (sandbox.cwd / "shop.tar").read_bytes()
+    key = (sandbox.root / "home" / ".config" / "watchkeeper" / "key").read_text().strip()
+    assert key.encode() not in archive
+    assert base64.b64decode(key) not in archive
 
 
 # -- the must-show: a backup while a camera is matching ---------------------------------
