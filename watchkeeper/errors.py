@@ -80,7 +80,14 @@ class AuditError(WatchkeeperError):
     exit_code = 12
 
 
+class BackupError(WatchkeeperError):
+    """A backup cannot be made, or an archive cannot be restored: it is damaged or was
+    altered, the target already holds data, or the service is running on it."""
+
+    exit_code = 13
+
+
 class AlreadyRunningError(WatchkeeperError):
     """Another `watchkeeper serve` runs on the same data folder."""
 
-    exit_code = 13
+    exit_code = 14

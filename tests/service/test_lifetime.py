@@ -117,7 +117,7 @@ def test_kill_9_of_the_service_ends_its_workers_and_a_second_service_is_refused(
             [worker] = camera_workers(first, 1)
 
             second = sandbox.run("serve", "--port", str(unused_port()), timeout=60)
-            assert second.code == 13
+            assert second.code == 14
             assert one_line_error(second).startswith(
                 f"error: another `watchkeeper serve` (PID {first.pid}) is running on the data "
                 "folder "

@@ -3,6 +3,7 @@
 from watchkeeper.cli import (
     admin,
     alerts,
+    backup,
     bench,
     evaluation,
     model_switch,
@@ -18,6 +19,7 @@ __all__ = [
     "admin",
     "alerts",
     "app",
+    "backup",
     "bench",
     "evaluation",
     "main",

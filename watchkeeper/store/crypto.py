@@ -5,7 +5,7 @@ file or the WATCHKEEPER_KEY environment variable), is stretched with HKDF
 into separate keys: one for AES-256-GCM encryption of templates, face images,
 alert snapshots and camera URLs; one for the audit log's HMAC chain; one for
 a check value stored in the database, so that a wrong key is recognised
-before any data is touched.
+before any data is touched; one for the MAC of a backup's manifest.
 
 Every ciphertext is bound to what it is and to which row it belongs
 (associated data), so an encrypted template cannot be moved to another
@@ -76,6 +76,7 @@ class KeyRing:
         self._aead = AESGCM(_derive(master, b"watchkeeper data encryption"))
         self.audit_key = _derive(master, b"watchkeeper audit chain")
         self._check_key = _derive(master, b"watchkeeper key check")
+        self._backup_key = _derive(master, b"watchkeeper backup manifest")
 
     def encrypt(self, plaintext: bytes, context: str) -> bytes:
         """nonce || ciphertext || tag, bound to ``context`` (e.g. ``template:<id>``)."""
@@ -93,6 +94,11 @@ class KeyRing:
     def check_value(self) -> bytes:
         """A value stored with the data: it matches only for the same key."""
         return hmac.new(self._check_key, b"watchkeeper", "sha256").digest()
+
+    def backup_mac(self, manifest: bytes) -> bytes:
+        """MAC of a backup's manifest: an archive whose manifest (and with it, any file
+        checksum) was changed without the key no longer matches."""
+        return hmac.new(self._backup_key, manifest, "sha256").digest()
 
     def verify(self, stored: bytes) -> None:
         if not hmac.compare_digest(stored, self.check_value()):
