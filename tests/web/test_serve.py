@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 
 import httpx
 
@@ -23,13 +21,7 @@ def test_serve_signs_users_in_answers_api_tokens_and_stops_on_ctrl_c(sandbox: Sa
     )
     assert done.code == 0, done.stderr
     port = unused_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "watchkeeper", "serve", "--port", str(port)],
-        cwd=sandbox.cwd,
-        env=sandbox.env(),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = sandbox.serve(port)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{base}/login", process)
@@ -67,13 +59,7 @@ def test_the_first_serve_sets_everything_up_and_says_how_to_make_the_first_admin
     sandbox: Sandbox,
 ) -> None:
     port = unused_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "watchkeeper", "serve", "--port", str(port)],
-        cwd=sandbox.cwd,
-        env=sandbox.env(),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = sandbox.serve(port)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{base}/login", process)
