@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.cli import Sandbox
+from tests.support.cli import Sandbox, user_folders
 from tests.support.data import MODELS, lfw_face_chips
 from tests.support.shop import PostgresServer, Shop, Sighting, set_up_shop, sighting_of
 from watchkeeper.config import (
@@ -25,6 +25,20 @@ from watchkeeper.store.crypto import encode_key, generate_key
 from watchkeeper.store.database import Store, open_store
 from watchkeeper.vision.detection import DlibHogDetector, FaceDetector, create_detector
 from watchkeeper.vision.embedding import FaceEmbedder, create_embedder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The whole suite runs with HOME and every XDG folder in a temp folder of its own:
+    no test reads the machine's settings or writes the real user's key file, cache or
+    data, wherever the machine points XDG_CONFIG_HOME and the others."""
+    home = tmp_path_factory.mktemp("home")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HOME", str(home))
+    for name, value in user_folders(home).items():
+        patch.setenv(name, value)
+    yield home
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,18 @@ from pathlib import Path
 from tests.support.data import MODELS
 
 
+def user_folders(home: Path) -> dict[str, str]:
+    """The XDG variables pointing into ``home``, so that nothing reads or writes the
+    real user's configuration (the encryption key), data or cache folders, wherever
+    the machine points them."""
+    return {
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+    }
+
+
 @dataclass
 class Run:
     code: int
@@ -37,10 +49,11 @@ class Sandbox:
         env = {
             key: value for key, value in os.environ.items() if not key.startswith("WATCHKEEPER_")
         }
+        home = self.root / "home"
         env.update(
-            HOME=str(self.root / "home"),
+            HOME=str(home),
             TMPDIR=str(self.root / "tmp"),
-            XDG_DATA_HOME=str(self.root / "home" / ".local" / "share"),
+            **user_folders(home),
             WATCHKEEPER_MODELS_DIR=str(MODELS),
             COLUMNS="200",
         )
