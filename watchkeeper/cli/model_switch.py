@@ -17,7 +17,6 @@ from watchkeeper.cli.records import (
     cli_errors,
     emit_json,
     emit_table,
-    face_models,
     stdout,
 )
 from watchkeeper.errors import ConfigError, PolicyError
@@ -29,6 +28,7 @@ from watchkeeper.governance.model_switch import (
     switch_model,
     unsearchable_entries,
 )
+from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.store.database import open_store
 
@@ -72,7 +72,7 @@ def models_use(
                 organisation_id = found.id
                 access.user(session, organisation_id, user)  # "no user" before models load
             with stderr.status(f"loading {name}", spinner="dots"):
-                models = face_models(settings, name)
+                models = FaceModels.load(settings, name)
             with Progress(
                 TextColumn("re-embedding entries"),
                 BarColumn(),

@@ -22,11 +22,8 @@ from watchkeeper.config import Settings
 from watchkeeper.errors import ConfigError, DatabaseError, PolicyError, WatchkeeperError
 from watchkeeper.governance import access
 from watchkeeper.governance.subjects import FaceModels, model_in_use
-from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.store.database import Store, open_store
 from watchkeeper.store.models import Organisation, User
-from watchkeeper.vision.detection import create_detector
-from watchkeeper.vision.embedding import create_embedder
 
 stdout = Console()
 
@@ -82,7 +79,7 @@ class Governed:
 
     def face_models(self) -> FaceModels:
         """The models that turn photos into templates of the model in use."""
-        return face_models(self.settings, self.embedder)
+        return FaceModels.load(self.settings, self.embedder)
 
 
 @contextmanager
@@ -100,17 +97,6 @@ def governed(
             yield Governed(settings, store, session, found, access.user(session, found.id, user))
     finally:
         store.close()
-
-
-def face_models(settings: Settings, embedder: str | None = None) -> FaceModels:
-    """The detector, the embedder called ``embedder`` (default ``settings.embedder``; for
-    the stored watchlist, the organisation's model in use) and the quality gate."""
-    registry = ModelRegistry(settings.models_dir)
-    return FaceModels(
-        create_detector(settings.detection, registry),
-        create_embedder(embedder or settings.embedder, registry, settings.inference),
-        settings.quality,
-    )
 
 
 def parse_when(text: str) -> dt.datetime:

@@ -14,6 +14,7 @@ from watchkeeper.config import Settings
 from watchkeeper.governance import access
 from watchkeeper.models.provision import embedder_chosen, ensure_models
 from watchkeeper.store.database import Store, open_store
+from watchkeeper.store.lock import DataFolderLock
 from watchkeeper.store.models import Role, User
 
 FIRST_ORGANISATION = "My shop"
@@ -70,7 +71,6 @@ def serve(
     from watchkeeper.governance.live import StoredAlert
     from watchkeeper.notify.notifier import Notifier
     from watchkeeper.service.broadcast import AlertBroadcaster
-    from watchkeeper.service.lifetime import InstanceLock
     from watchkeeper.service.supervisor import CameraHealth, Supervisor
     from watchkeeper.web.app import create_app
     from watchkeeper.web.routes.alerts import alert_message
@@ -79,7 +79,7 @@ def serve(
     with cli_errors():
         # Held until this process ends (kept referenced: closing the file releases it),
         # so that a second serve on the same data folder is refused.
-        lock = InstanceLock(ctx.obj.settings().data_dir)
+        lock = DataFolderLock(ctx.obj.settings().data_dir)
         lock.acquire()
         store, name = open_or_initialise(ctx, organisation)
         settings = ctx.obj.settings(**({"web": overrides} if overrides else {}))

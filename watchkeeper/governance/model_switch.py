@@ -42,6 +42,7 @@ from watchkeeper.governance.subjects import (
     FACE_IMAGE,
     FaceModels,
     effective_status,
+    locked_organisation,
     make_template,
     model_in_use,
     model_name,
@@ -158,15 +159,6 @@ def unsearchable_entries(
     return _lacking(session, organisation_id, model_id)
 
 
-def _locked_organisation(session: Session, organisation_id: uuid.UUID) -> Organisation:
-    return session.scalars(
-        select(Organisation)
-        .where(Organisation.id == organisation_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
-
-
 def _approver(session: Session, organisation_id: uuid.UUID, actor: str) -> User:
     user = access.user(session, organisation_id, actor)
     require(user, Permission.APPROVE)
@@ -230,7 +222,7 @@ def switch_model(
         retemplate_all(entries)
         for _ in range(MAX_ROUNDS):
             with store.session() as session:
-                organisation = _locked_organisation(session, organisation_id)
+                organisation = locked_organisation(session, organisation_id)
                 lacking = _lacking(session, organisation_id, model_id)
                 enrolled_meanwhile = [s for s in lacking if s not in refusals]
                 if not enrolled_meanwhile:

@@ -44,6 +44,7 @@ from watchkeeper.governance.access import (
 )
 from watchkeeper.matching.gallery import Gallery
 from watchkeeper.matching.watchlist import PhotoRefused, enrolment_face
+from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.store.crypto import KeyRing
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import (
@@ -62,8 +63,8 @@ from watchkeeper.store.models import (
     User,
     utcnow,
 )
-from watchkeeper.vision.detection import FaceDetector
-from watchkeeper.vision.embedding import FaceEmbedder
+from watchkeeper.vision.detection import FaceDetector, create_detector
+from watchkeeper.vision.embedding import FaceEmbedder, create_embedder
 from watchkeeper.vision.images import decode_image
 
 FACE_IMAGE = "face-image"
@@ -82,6 +83,18 @@ class FaceModels:
     detector: FaceDetector
     embedder: FaceEmbedder
     quality: QualityConfig
+
+    @classmethod
+    def load(cls, settings: Settings, embedder: str | None = None) -> FaceModels:
+        """The configured detector and quality gate, and the embedder called ``embedder``
+        (default ``settings.embedder``; for the stored watchlist, the organisation's
+        model in use: :func:`model_in_use`)."""
+        registry = ModelRegistry(settings.models_dir)
+        return cls(
+            create_detector(settings.detection, registry),
+            create_embedder(embedder or settings.embedder, registry, settings.inference),
+            settings.quality,
+        )
 
 
 @dataclass(frozen=True)
@@ -114,16 +127,22 @@ def model_name(model_id: str) -> str:
     return model_id.rpartition("@")[0] or model_id
 
 
+def locked_organisation(session: Session, organisation_id: uuid.UUID) -> Organisation:
+    """The organisation's row as stored now, locked until ``session`` commits: enrolment
+    and a model switch's last step take it, so neither finishes in the other's middle."""
+    return session.scalars(
+        select(Organisation)
+        .where(Organisation.id == organisation_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
 def hold_model(session: Session, organisation: Organisation, name: str) -> None:
     """Make sure what ``session`` stores was made with the organisation's model in use,
     ``name``; an organisation that has none yet is given ``name``. Locks the
     organisation's row until commit, so that a model switch cannot finish in between."""
-    current = session.scalars(
-        select(Organisation)
-        .where(Organisation.id == organisation.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    current = locked_organisation(session, organisation.id)
     if current.embedder is None:
         current.embedder = name
     elif current.embedder != name:

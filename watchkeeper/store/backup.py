@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import fcntl
 import hashlib
 import hmac
 import io
@@ -65,7 +64,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from watchkeeper.config import Settings
-from watchkeeper.errors import AuditError, BackupError, DatabaseError, EncryptionKeyError
+from watchkeeper.errors import (
+    AlreadyRunningError,
+    AuditError,
+    BackupError,
+    DatabaseError,
+    EncryptionKeyError,
+)
 from watchkeeper.governance import access, audit
 from watchkeeper.governance.access import Permission, require
 from watchkeeper.governance.organisation import CONSOLE
@@ -81,6 +86,7 @@ from watchkeeper.store.database import (
     load_key,
     open_store,
 )
+from watchkeeper.store.lock import LOCK_FILE, DataFolderLock
 from watchkeeper.store.models import Alert, Base, FaceImage, Organisation, Role, User
 
 log = logging.getLogger(__name__)
@@ -91,8 +97,8 @@ MANIFEST = "manifest.json"
 DATABASE_MEMBERS = {"sqlite": "database.sqlite", "postgresql": "database.pgdump"}
 FILE_KINDS = (FACE_IMAGE, ALERT_CROP)
 """The kinds of encrypted file, each owned by a row (``face_image``, ``alert``)."""
-SERVE_LOCK = "serve.lock"
-"""The file in the data folder that ``watchkeeper serve`` holds locked (``flock``)."""
+SERVE_LOCK = LOCK_FILE
+"""The file in the data folder that ``watchkeeper serve`` (or a restore) holds locked."""
 ATTEMPTS = 2
 """A backup is taken again once when a file was deleted while it was being made."""
 CHUNK = 1 << 20
@@ -635,21 +641,20 @@ class RestoreReport:
 
 @contextmanager
 def service_stopped(data_dir: Path) -> Iterator[None]:
-    """Hold ``<data_dir>/serve.lock`` for the restore; refuse while ``serve`` holds it."""
+    """Hold the data folder's lock for the restore; refuse while ``serve`` holds it."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = data_dir / SERVE_LOCK
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    lock = DataFolderLock(data_dir)
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BackupError(
-                f"`watchkeeper serve` is running on {data_dir} (it holds {path}); stop it "
-                "before restoring; nothing was written"
-            ) from None
+        lock.acquire()
+    except AlreadyRunningError:
+        raise BackupError(
+            f"`watchkeeper serve` is running on {data_dir} (it holds {lock.path}); stop it "
+            "before restoring; nothing was written"
+        ) from None
+    try:
         yield
     finally:
-        os.close(descriptor)
+        lock.release()
 
 
 def restore(

@@ -143,9 +143,7 @@ def face_models(request: Request, session: DatabaseSession) -> FaceModels:
     with _models_lock:
         loaded: FaceModels | None = getattr(state, "face_models", None)
         if loaded is None or loaded.embedder.spec.name != name:
-            from watchkeeper.cli.records import face_models as load
-
-            state.face_models = load(settings, name)
+            state.face_models = FaceModels.load(settings, name)
         return state.face_models
 
 

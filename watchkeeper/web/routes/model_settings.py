@@ -32,6 +32,7 @@ from watchkeeper.governance.model_switch import (
     switch_model,
     unsearchable_entries,
 )
+from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.models.registry import ModelRegistry, ModelRole
 from watchkeeper.store.models import Organisation
 from watchkeeper.web.app import templates
@@ -88,13 +89,11 @@ def start_switch(
     settings = settings_of(request)
     if organisation.embedder == model:
         return None
-    from watchkeeper.cli.records import face_models
-
     with _jobs_lock:
         running = current_job(request)
         if running is not None and running.running:
             raise HTTPException(409, f"a switch to {running.model} is already running")
-        models = face_models(settings, model)  # a missing model file: 503, nothing started
+        models = FaceModels.load(settings, model)  # a missing model file: 503, nothing started
         job = SwitchJob(model, actor)
         request.app.state.model_switch = job
     state = request.app.state
