@@ -43,16 +43,12 @@ from tests.support.shop import enrol_subject, set_up_shop
 from watchkeeper.config import load_settings
 from watchkeeper.governance.accounts import set_password
 from watchkeeper.governance.organisation import add_camera, update_camera
-from watchkeeper.governance.subjects import FaceModels
-from watchkeeper.models.registry import ModelRegistry
-from watchkeeper.service.broadcast import AlertBroadcaster
-from watchkeeper.service.supervisor import CameraState, Supervisor
+from watchkeeper.pipeline import FaceModels
+from watchkeeper.service.runtime import Runtime
+from watchkeeper.service.supervisor import CameraState
 from watchkeeper.store.crypto import encode_key, generate_key
 from watchkeeper.store.database import open_store
-from watchkeeper.vision.detection import create_detector
-from watchkeeper.vision.embedding import create_embedder
 from watchkeeper.web.app import create_app
-from watchkeeper.web.routes.alerts import alert_message
 
 PASSWORD = "benchmark reviewer password"
 
@@ -95,12 +91,7 @@ def main() -> None:
     )
     store = open_store(settings, create=True)
     shop = set_up_shop(store)
-    registry = ModelRegistry(settings.models_dir)
-    models = FaceModels(
-        create_detector(settings.detection, registry),
-        create_embedder(settings.embedder, registry, settings.inference),
-        settings.quality,
-    )
+    models = FaceModels.load(settings)
     enrol_subject(shop, models, "Joseph_Biden", photos=3)
     latencies = []
     with RtspServer(clip, loop=False) as camera:
@@ -109,12 +100,10 @@ def main() -> None:
             add_camera(tx.session, store.keys, tx.organisation, alice, tx.site, "till", camera.url)
             update_camera(tx.session, store.keys, tx.organisation, alice, tx.camera, enabled=False)
             set_password(tx.session, store.keys, tx.user("dave"), tx.user("dave"), PASSWORD)
-        broadcaster = AlertBroadcaster()
         arrivals: list[float] = []
-        supervisor = Supervisor(
-            settings, store, lambda cam, alert: broadcaster.publish(alert_message(cam, alert))
-        )
-        app = create_app(settings, store, supervisor, broadcaster)
+        runtime = Runtime(settings, store)
+        supervisor = runtime.supervisor
+        app = create_app(settings, store, runtime)
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
         threading.Thread(target=server.run, daemon=True).start()

@@ -20,6 +20,7 @@ the commit). Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -43,14 +44,8 @@ from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access, audit
 from watchkeeper.governance.incidents import record_incident
 from watchkeeper.governance.organisation import add_site, add_user, create_organisation
-from watchkeeper.governance.subjects import (
-    EnrolmentPhoto,
-    FaceModels,
-    PhotosRefused,
-    approve,
-    enrol,
-)
-from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.governance.subjects import EnrolmentPhoto, PhotosRefused, approve, enrol
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.crypto import encode_key, generate_key
 from watchkeeper.store.database import Store, database_url, open_store
 from watchkeeper.store.models import (
@@ -63,8 +58,8 @@ from watchkeeper.store.models import (
     SubjectStatus,
     utcnow,
 )
-from watchkeeper.vision.detection import FaceDetector, create_detector
-from watchkeeper.vision.embedding import Embeddings, FaceEmbedder, create_embedder
+from watchkeeper.vision.detection import FaceDetector
+from watchkeeper.vision.embedding import Embeddings, FaceEmbedder
 
 SHARED = Path(os.environ.get("WATCHKEEPER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 REPORTER = "reporter"
@@ -170,15 +165,13 @@ def run(
         overrides["models_dir"] = models_dir
     settings = load_settings(**overrides)
     mark = time.perf_counter()
-    registry = ModelRegistry(settings.models_dir)
-    detector = create_detector(settings.detection, registry)
-    embedder = create_embedder(settings.embedder, registry, settings.inference)
+    loaded = FaceModels.load(settings)
     model_load = time.perf_counter() - mark
     clock = FaceClock()
-    models = FaceModels(
-        TimedDetector(detector, clock),  # type: ignore[arg-type]
-        TimedEmbedder(embedder, clock),  # type: ignore[arg-type]
-        settings.quality,
+    models = dataclasses.replace(
+        loaded,
+        detector=TimedDetector(loaded.detector, clock),  # type: ignore[arg-type]
+        embedder=TimedEmbedder(loaded.embedder, clock),  # type: ignore[arg-type]
     )
 
     store = open_store(settings, create=True)
@@ -271,8 +264,8 @@ def run(
     return {
         "database": make_url(database_url(settings)).get_backend_name(),
         "subjects": len(enrolled),
-        "detector": detector.name,
-        "embedder": embedder.model_id,
+        "detector": loaded.detector.name,
+        "embedder": loaded.embedder.model_id,
         "model_load_s": round(model_load, 3),
         "enrolment": seconds_summary(totals)
         | {

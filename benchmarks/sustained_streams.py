@@ -67,7 +67,11 @@ def main() -> None:
         "frames arrive unevenly and the sampler can only pick among them.",
     )
     parser.add_argument(
-        "--processes", type=int, default=1, help="Worker processes (streaming.processes)."
+        "--processes",
+        type=int,
+        default=0,
+        help="Worker processes (streaming.processes); 0, the default, runs one per camera "
+        "with its share of the cores, as `watchkeeper serve` does.",
     )
     parser.add_argument("--latency-ms", type=float, default=1000.0, help="p95 limit.")
     parser.add_argument(

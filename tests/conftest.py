@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,12 +16,13 @@ from tests.support.shop import PostgresServer, Shop, Sighting, set_up_shop, sigh
 from watchkeeper.config import (
     DetectionConfig,
     InferenceConfig,
+    MatchingConfig,
     QualityConfig,
     Settings,
     load_settings,
 )
-from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.crypto import encode_key, generate_key
 from watchkeeper.store.database import Store, open_store
 from watchkeeper.vision.detection import DlibHogDetector, FaceDetector, create_detector
@@ -119,11 +121,18 @@ def sandbox(tmp_path: Path) -> Sandbox:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A real PostgreSQL server (from the pgserver wheel) for the whole session."""
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
-    yield server
-    server.stop()
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (from the pgserver wheel) for the whole session, in a
+    folder of its own outside pytest's temp tree: a second pytest run on the machine
+    resets that tree to owner-only, and the server (its own user, when run as root)
+    then lost its data folder (issue 18: `pg_control: Permission denied`)."""
+    folder = Path(tempfile.mkdtemp(prefix="watchkeeper-tests-postgres-"))
+    server = PostgresServer(folder)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -160,9 +169,24 @@ def shop(store: Store) -> Shop:
 
 @pytest.fixture(scope="session")
 def face_models(
-    yunet: FaceDetector, dlib_embedder: FaceEmbedder, quality: QualityConfig
+    yunet: FaceDetector,
+    dlib_embedder: FaceEmbedder,
+    quality: QualityConfig,
+    registry: ModelRegistry,
 ) -> FaceModels:
-    return FaceModels(yunet, dlib_embedder, quality)
+    """YuNet and dlib's ResNet (the enrolment tests' models: fast on this machine)."""
+    return FaceModels(yunet, dlib_embedder, quality, registry, MatchingConfig())
+
+
+@pytest.fixture(scope="session")
+def sface_models(
+    yunet: FaceDetector,
+    face_embedder: FaceEmbedder,
+    registry: ModelRegistry,
+    quality: QualityConfig,
+) -> FaceModels:
+    """YuNet and SFace: the default models, as `scan` and the camera workers load them."""
+    return FaceModels(yunet, face_embedder, quality, registry, MatchingConfig())
 
 
 @pytest.fixture(scope="session")

@@ -72,6 +72,7 @@ def test_bench_runs_copies_of_a_source_as_separate_cameras(sandbox: Sandbox) -> 
     faces = {camera["faces"] for camera in cameras}
     assert len(faces) == 1, "each copy finds the same faces"
     assert report["streams"]["workers"] == 2
+    assert report["streams"]["processes"] == 3, "one per camera, as `serve` runs them"
     assert "speedup" not in report
     assert "embedding" not in report
 
@@ -88,7 +89,9 @@ def test_bench_shares_cameras_among_worker_processes(sandbox: Sandbox) -> None:
     assert all(camera["frames"] == 41 and camera["error"] is None for camera in cameras)
     assert len({camera["faces"] for camera in cameras}) == 1, "each copy finds the same faces"
     assert streams["stages"]["detect"]["count"] == 3 * 41, "every worker's timings come back"
-    assert streams["cores_busy"] > 0.5, "the workers' CPU time is counted"
+    # CPU time, not a share of the wall clock: detecting 123 frames of 1080p costs well
+    # over a second of it however busy the machine is, and only the workers did that.
+    assert streams["cpu_s"] > 1.0, "the workers' CPU time is counted"
     assert sandbox.files() == set(), "bench keeps nothing"
 
 

@@ -206,9 +206,11 @@ def test_models_list_and_verify(sandbox: Sandbox) -> None:
     assert calibration["thresholds"]["1000"] > calibration["thresholds"]["10"]
     assert rows["sface-2021dec"]["verified"]
     assert {row["role"] for row in rows.values()} <= {"detector", "landmarks", "identity-embedder"}
-    table = sandbox.run("models", "list")
-    assert "yunet-2023mar" in table.stdout
-    assert "sface-2021dec" in table.stdout
+    table = sandbox.run("models", "list", COLUMNS="80")
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for name in rows:  # on one line each, whole (at 80 columns they broke mid-word)
+        assert sum(line.startswith(f"{name} ") for line in lines) == 1, table.stdout
     verified = sandbox.run("models", "verify")
     assert verified.code == 0
     assert "ok       yunet-2023mar" in verified.stdout

@@ -27,9 +27,9 @@ from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import (
     CameraPipeline,
     FaceAnalyser,
+    FaceModels,
     Matcher,
     MatchEvent,
-    resolve_threshold,
     shots_of,
 )
 from watchkeeper.streaming.engine import RecognitionEngine
@@ -70,12 +70,9 @@ def scan(
     yunet: FaceDetector,
 ) -> tuple[list[MatchEvent], CameraPipeline]:
     """Run ``clip`` through the streaming engine as one camera; its events and pipeline."""
-    pipeline = CameraPipeline(
-        embedder.model_id,
-        Matcher(gallery, resolve_threshold(settings, registry, len(gallery.subjects))),
-        settings.tracking,
-    )
-    engine = RecognitionEngine.with_models(settings, registry, yunet, embedder)
+    models = FaceModels(yunet, embedder, settings.quality, registry, settings.matching)
+    pipeline = models.pipeline(gallery, settings.tracking)
+    engine = RecognitionEngine.with_models(settings, models)
     engine.add_camera("clip", open_source(str(clip), settings.video), pipeline)
     return [item.event for item in engine.run()], pipeline
 
@@ -174,7 +171,8 @@ def test_unknown_tracks_leave_nothing_behind(
 ) -> None:
     """After a clip of strangers, no chip or vector survives in the pipeline."""
     analyser = FaceAnalyser(yunet, face_embedder.layout, settings.quality)
-    threshold = resolve_threshold(settings, registry, len(full_gallery.subjects))
+    models = FaceModels(yunet, face_embedder, settings.quality, registry, settings.matching)
+    threshold = models.threshold(len(full_gallery.subjects))
     pipeline = CameraPipeline(
         face_embedder.model_id, Matcher(full_gallery, threshold), settings.tracking
     )

@@ -21,15 +21,13 @@ import av
 import numpy as np
 
 from watchkeeper.config import Settings
-from watchkeeper.errors import WatchkeeperError
+from watchkeeper.errors import SourceError, WatchkeeperError
 from watchkeeper.matching.gallery import Gallery
-from watchkeeper.models.registry import ModelRegistry
-from watchkeeper.pipeline import CameraPipeline, Matcher
+from watchkeeper.pipeline import CameraPipeline, FaceModels, Matcher
 from watchkeeper.streaming.engine import RecognitionEngine
 from watchkeeper.streaming.processes import CameraReport, ProcessEngine
 from watchkeeper.streaming.timing import StageTimings
 from watchkeeper.video.sources import open_source
-from watchkeeper.vision.detection import FaceDetector
 from watchkeeper.vision.embedding import Embeddings, FaceEmbedder
 
 log = logging.getLogger(__name__)
@@ -79,9 +77,7 @@ def run_streams(
     cameras: int,
     duration_s: float | None,
     settings: Settings,
-    registry: ModelRegistry,
-    detector: FaceDetector,
-    embedder: FaceEmbedder,
+    models: FaceModels,
 ) -> dict[str, Any]:
     """Every source opened ``cameras`` times, all in one engine (in this process, or
     shared among ``settings.streaming.processes`` worker processes), until the files
@@ -89,6 +85,7 @@ def run_streams(
 
     Rates count from each camera's first frame; with worker processes, CPU time and
     peak memory add up this process's and every worker's."""
+    embedder = models.embedder
     gallery = random_gallery(embedder.model_id, BENCH_GALLERY_SIZE, embedder.dim)
     names = [
         (source, source if cameras == 1 else f"{source}#{copy + 1}")
@@ -99,7 +96,7 @@ def run_streams(
     def pipeline() -> CameraPipeline:
         return CameraPipeline(embedder.model_id, Matcher(gallery, 1.0), settings.tracking)
 
-    if settings.streaming.processes > 1:
+    if settings.streaming.processes != 1:  # the service's layout (0) or a pool of them
         engine = ProcessEngine(settings)
         for source, name in names:
             engine.add_camera(name, source, pipeline())
@@ -109,11 +106,14 @@ def run_streams(
         used = meter.read()
         used["cpu_s"] += sum(worker.cpu_s for worker in engine.usage)
         used["peak_rss_mib"] += sum(worker.peak_rss_mib for worker in engine.usage)
-        return _stream_figures(
-            engine.reports, engine.timings, used, engine.processes, engine.workers
-        )
+        order = {name: index for index, (_, name) in enumerate(names)}
+        reports = sorted(engine.reports, key=lambda report: order[report.name])  # as given
+        unopened = [r for r in reports if r.error is not None and r.first_frame is None]
+        if unopened:  # as in one process: a source that cannot be opened fails the bench
+            raise SourceError(f"{unopened[0].name}: {unopened[0].error}")
+        return _stream_figures(reports, engine.timings, used, engine.processes, engine.workers)
     timings = StageTimings()
-    local = RecognitionEngine.with_models(settings, registry, detector, embedder, timings)
+    local = RecognitionEngine.with_models(settings, models, timings)
     for source, name in names:
         local.add_camera(name, open_source(source, settings.video), pipeline())
     local.start()

@@ -201,8 +201,9 @@ class StoreConfig(BaseModel):
     sweep_interval_s: float = Field(
         3600.0,
         gt=0,
-        description="Seconds between retention sweeps inside a running scan (expired entries "
-        "and old alerts deleted with their files); `watchkeeper purge` runs one at once.",
+        description="Seconds between retention sweeps inside the running service and a "
+        "running `scan --db` (expired entries and old alerts deleted with their files; one "
+        "runs at start); `watchkeeper purge` runs one at once.",
     )
 
 
@@ -287,14 +288,17 @@ class StreamingConfig(BaseModel):
         "streams at 5 fps held p95 latency at 0.3 s with 2 and 1.2 s with 4.",
     )
     processes: int = Field(
-        1,
-        ge=1,
-        description="Worker processes sharing the cameras, each with its own detector, "
-        "embedder and share of the cores; 1 runs everything in this process. One process's "
+        0,
+        ge=0,
+        description="For `watchkeeper bench`: worker processes sharing the cameras, each "
+        "with its own detector, embedder and share of the cores. 0 runs one per camera, the "
+        "layout of the service (`serve` always runs each camera in a process of its own, "
+        "with its share of the cores); 1 runs everything in one process, as `scan` does. "
+        "One process's "
         "threads stop scaling at about 8 busy cores (tracking and the glue between stages "
         "hold Python's GIL): on 16 cores with a GPU, 1 process held 12 live 1080p streams at "
         "5 fps, 4 held 24 and 8 held 32. Each process loads its own models (about 0.5 GB, "
-        "1.7 GB with PyTorch on a GPU). Used by `watchkeeper bench`.",
+        "1.7 GB with PyTorch on a GPU).",
     )
     stall_seconds: float = Field(
         30.0,
@@ -496,6 +500,14 @@ class WebhookConfig(BaseModel):
             self.name = parts.netloc.rpartition("@")[2][:100]
         return self
 
+    @property
+    def destination(self) -> str:
+        """Its name in the notification outbox."""
+        return f"webhook:{self.name}"
+
+    def wants(self, event: str) -> bool:
+        return event in self.events
+
 
 class MqttConfig(BaseModel):
     """An MQTT broker to publish alerts to (Home Assistant, NVRs)."""
@@ -520,6 +532,14 @@ class MqttConfig(BaseModel):
         "lower-case slug) and the retained <prefix>/status says 'online' or 'offline'.",
     )
     client_id: str = Field("watchkeeper", min_length=1, description="MQTT client id.")
+
+    @property
+    def destination(self) -> str:
+        """Its name in the notification outbox."""
+        return "mqtt"
+
+    def wants(self, event: str) -> bool:
+        return True  # the broker gets every event; subscribers choose
 
 
 class NotifyConfig(BaseModel):
@@ -550,6 +570,20 @@ class NotifyConfig(BaseModel):
     poll_s: float = Field(
         0.5, gt=0, le=10, description="Seconds between looks for notifications that are due."
     )
+    probe_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="While a receiver fails, the next of its queued notifications is tried "
+        "after at most this many seconds (each failed one waits for its own retry): one "
+        "notification a receiver refuses holds back the others no longer than this, and "
+        "once one gets through, every notification that waited for the receiver is sent.",
+    )
+
+    @property
+    def channels(self) -> list[WebhookConfig | MqttConfig]:
+        """Every configured destination's settings."""
+        return [*self.webhooks, *([self.mqtt] if self.mqtt is not None else [])]
 
     @model_validator(mode="after")
     def _unique_names(self) -> NotifyConfig:
@@ -572,7 +606,7 @@ class Settings(BaseSettings):
     models_dir: Path = Field(
         default_factory=default_models_dir,
         description="Folder searched first for model files (then installed packages). "
-        "`watchkeeper models fetch` writes here.",
+        "`watchkeeper models fetch` writes here. Default: 'models' in data_dir.",
     )
     data_dir: Path = Field(
         default_factory=default_data_dir,
@@ -618,6 +652,14 @@ class Settings(BaseSettings):
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
+    @model_validator(mode="after")
+    def _models_follow_the_data(self) -> Settings:
+        """Without a models folder of its own, a data folder moved elsewhere (say with
+        WATCHKEEPER_DATA_DIR) takes its models folder with it."""
+        if "models_dir" not in self.model_fields_set and "data_dir" in self.model_fields_set:
+            self.models_dir = self.data_dir / "models"
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -659,7 +701,7 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
             base = Settings.model_validate(base.model_dump(exclude_unset=True))
         if not overrides:
             return base
-        merged = base.model_dump()
+        merged = base.model_dump(exclude_unset=True)
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(merged.get(key), dict):
                 merged[key] = {**merged[key], **value}

@@ -24,15 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from watchkeeper.config import QualityConfig, Settings, TrackingConfig
+from watchkeeper.config import MatchingConfig, QualityConfig, Settings, TrackingConfig
 from watchkeeper.errors import ConfigError
 from watchkeeper.matching.gallery import Candidate, Gallery, ModelMismatchError
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.tracking.tracker import FaceTracker, Shot, Track
 from watchkeeper.video.sources import Frame
 from watchkeeper.vision.alignment import ChipLayout
-from watchkeeper.vision.detection import FaceDetector
-from watchkeeper.vision.embedding import Embeddings
+from watchkeeper.vision.detection import FaceDetector, create_detector
+from watchkeeper.vision.embedding import Embeddings, FaceEmbedder, create_embedder
 from watchkeeper.vision.observation import FaceObservation
 from watchkeeper.vision.quality import gate
 
@@ -47,6 +47,9 @@ class MatchEvent:
     subject: str
     score: float
     """Fused cosine similarity of the track to the subject."""
+    threshold: float
+    """The threshold the score was decided against (the calibrated one for the size of
+    the watchlist searched, or the configured one): stored with the alert."""
     start: float
     end: float
     """First and last time the face was seen, seconds from the start of the source."""
@@ -244,6 +247,7 @@ class CameraPipeline:
                     track_id=track.id,
                     subject=decision.subject,
                     score=decision.score,
+                    threshold=matcher.threshold,
                     start=track.start,
                     end=track.last_seen,
                     frames=track.frames,
@@ -274,14 +278,64 @@ def shots_of(tracks: list[Track]) -> list[np.ndarray]:
     return [shot.chip for track in tracks for shot in track.best_shots]
 
 
-def resolve_threshold(settings: Settings, registry: ModelRegistry, watchlist_size: int) -> float:
-    """The configured threshold, else the embedder's calibrated one for this watchlist size."""
-    if settings.matching.threshold is not None:
-        return settings.matching.threshold
-    spec = registry.spec(settings.embedder)
-    if spec.calibration is None:
-        raise ConfigError(
-            f"model {spec.name!r} has no calibrated threshold; measure one with "
-            "`watchkeeper calibrate` or set matching.threshold"
+def model_name(model_id: str) -> str:
+    """The registry name in a template's model id (``ModelSpec.model_id``, "name@version")."""
+    return model_id.rpartition("@")[0] or model_id
+
+
+@dataclass(frozen=True)
+class FaceModels:
+    """The models of one process, loaded once (:meth:`load`): the detector, the identity
+    embedder and the quality gate that turn a photo or a frame into templates, and how
+    a watchlist searched with them is matched (the threshold for its size).
+
+    Everything that detects or embeds builds its models here: `scan`, `bench`, the
+    camera workers of `serve`, enrolment on the web and the command line, evaluation."""
+
+    detector: FaceDetector
+    embedder: FaceEmbedder
+    quality: QualityConfig
+    registry: ModelRegistry
+    """Where the embedder's calibration is read."""
+    matching: MatchingConfig
+
+    @classmethod
+    def load(cls, settings: Settings, embedder: str | None = None) -> FaceModels:
+        """The configured detector and quality gate, and the embedder called ``embedder``
+        (default ``settings.embedder``; for the stored watchlist, the organisation's
+        model in use, ``governance.subjects.model_in_use``)."""
+        registry = ModelRegistry(settings.models_dir)
+        return cls(
+            create_detector(settings.detection, registry),
+            create_embedder(embedder or settings.embedder, registry, settings.inference),
+            settings.quality,
+            registry,
+            settings.matching,
         )
-    return spec.calibration.threshold_for(watchlist_size)
+
+    def threshold(self, watchlist_size: int) -> float:
+        """The configured threshold, else the embedder's calibrated one for a watchlist
+        of ``watchlist_size`` people."""
+        if self.matching.threshold is not None:
+            return self.matching.threshold
+        spec = self.registry.spec(model_name(self.embedder.model_id))
+        if spec.calibration is None:
+            raise ConfigError(
+                f"model {spec.name!r} has no calibrated threshold; measure one with "
+                "`watchkeeper calibrate` or set matching.threshold"
+            )
+        return spec.calibration.threshold_for(watchlist_size)
+
+    def matcher(self, gallery: Gallery, watchlist_size: int | None = None) -> Matcher:
+        """What a camera's tracks are decided against: ``gallery`` at the threshold for
+        its number of people (or for ``watchlist_size``, where it is a part of a larger
+        watchlist, as in the video protocol)."""
+        size = len(gallery.subjects) if watchlist_size is None else watchlist_size
+        return Matcher(gallery, self.threshold(size), self.matching.top_k)
+
+    def pipeline(
+        self, gallery: Gallery, tracking: TrackingConfig, watchlist_size: int | None = None
+    ) -> CameraPipeline:
+        """A new camera's pipeline searching ``gallery`` (see :meth:`matcher`)."""
+        matcher = self.matcher(gallery, watchlist_size)
+        return CameraPipeline(self.embedder.model_id, matcher, tracking)

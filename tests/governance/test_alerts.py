@@ -34,20 +34,20 @@ from watchkeeper.governance.alerts import (
     browse_alerts,
     probe_vector,
     review,
-    score_band,
     show_alert,
     sighting_flags,
 )
+from watchkeeper.governance.bands import score_band
 from watchkeeper.governance.organisation import add_site
 from watchkeeper.governance.subjects import (
     ALERT_CROP,
-    FaceModels,
     approve,
     enrol,
     restrict,
     searchable_gallery,
     suspend,
 )
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import (
     Alert,
     AlertStatus,

@@ -16,14 +16,8 @@ from tests.support.shop import Shop, enrol_subject, set_up_shop
 from watchkeeper.governance import audit
 from watchkeeper.governance.organisation import Policy, set_policy
 from watchkeeper.governance.retention import purge_organisation
-from watchkeeper.governance.subjects import (
-    FaceModels,
-    approve,
-    erase,
-    renew,
-    restrict,
-    suspend,
-)
+from watchkeeper.governance.subjects import approve, erase, renew, restrict, suspend
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import AuditEvent, Organisation, Subject, utcnow
 

@@ -33,14 +33,10 @@ from watchkeeper.governance.model_switch import (
     switch_model,
     unsearchable_entries,
 )
-from watchkeeper.governance.subjects import (
-    FACE_IMAGE,
-    FaceModels,
-    searchable_gallery,
-    suspend,
-)
+from watchkeeper.governance.subjects import FACE_IMAGE, searchable_gallery, suspend
 from watchkeeper.matching.gallery import ModelMismatchError
 from watchkeeper.models.registry import BUILTIN_MODELS, ModelRegistry
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.database import Store, _alembic_config
 from watchkeeper.store.models import (
     Alert,
@@ -64,7 +60,7 @@ SFACE_ID = "sface-2021dec@2021dec"
 def sface_models(
     registry: ModelRegistry, yunet: FaceDetector, quality: QualityConfig
 ) -> FaceModels:
-    return FaceModels(yunet, create_embedder(SFACE, registry), quality)
+    return FaceModels(yunet, create_embedder(SFACE, registry), quality, registry, MatchingConfig())
 
 
 @pytest.fixture
@@ -378,7 +374,9 @@ def test_only_approvers_switch_and_a_model_without_threshold_is_refused(
         MODELS,
         specs=tuple(spec.model_copy(update={"calibration": None}) for spec in BUILTIN_MODELS),
     )
-    models = FaceModels(yunet, create_embedder(SFACE, uncalibrated), quality)
+    models = FaceModels(
+        yunet, create_embedder(SFACE, uncalibrated), quality, uncalibrated, MatchingConfig()
+    )
     unset = store_settings.model_copy(update={"matching": MatchingConfig(threshold=None)})
     with pytest.raises(ConfigError, match="no calibrated threshold"):
         switch_model(shop.store, unset, shop.organisation_id, "carol", models)

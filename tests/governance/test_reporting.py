@@ -36,7 +36,8 @@ from watchkeeper.governance.reporting import (
     subject_access as subject_access_counts,
 )
 from watchkeeper.governance.retention import purge
-from watchkeeper.governance.subjects import FaceModels, approve, erase, restrict
+from watchkeeper.governance.subjects import approve, erase, restrict
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import Alert, AuditEvent, Decision, Subject, utcnow
 
 

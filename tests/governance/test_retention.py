@@ -26,13 +26,8 @@ from watchkeeper.governance.retention import (
     purge,
     remove_orphan_files,
 )
-from watchkeeper.governance.subjects import (
-    ALERT_CROP,
-    FACE_IMAGE,
-    FaceModels,
-    Removed,
-    erase,
-)
+from watchkeeper.governance.subjects import ALERT_CROP, FACE_IMAGE, Removed, erase
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import (
     Alert,
     AuditEvent,

@@ -20,13 +20,9 @@ from watchkeeper.errors import NotFoundError, PolicyError, WatchlistError
 from watchkeeper.governance import access
 from watchkeeper.governance.alerts import review
 from watchkeeper.governance.subject_access import Hit, export, search
-from watchkeeper.governance.subjects import (
-    FaceModels,
-    restrict,
-    suspend,
-    template_vector,
-)
+from watchkeeper.governance.subjects import restrict, suspend, template_vector
 from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import Alert, AuditEvent, Decision, Subject, utcnow
 
 THRESHOLD = ModelRegistry(MODELS).spec("dlib-resnet-v1").calibration.threshold_for(1)

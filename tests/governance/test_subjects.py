@@ -24,7 +24,6 @@ from watchkeeper.governance.organisation import Policy, add_site, set_policy
 from watchkeeper.governance.subjects import (
     FACE_IMAGE,
     EnrolmentPhoto,
-    FaceModels,
     PhotosRefused,
     approve,
     enrol,
@@ -37,6 +36,7 @@ from watchkeeper.governance.subjects import (
     template_vector,
 )
 from watchkeeper.matching.gallery import Gallery
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import (
     AuditEvent,

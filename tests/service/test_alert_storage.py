@@ -17,7 +17,7 @@ from tests.support.shop import enrol_subject, set_up_shop
 from tests.support.waiting import wait_until
 from watchkeeper.config import load_settings
 from watchkeeper.governance.organisation import update_camera
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.service.supervisor import CameraState, Supervisor
 from watchkeeper.store.crypto import encode_key, generate_key
 from watchkeeper.store.database import open_store

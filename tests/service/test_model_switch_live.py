@@ -15,8 +15,8 @@ from tests.support.shop import Shop, enrol_subject
 from watchkeeper.config import QualityConfig, Settings
 from watchkeeper.governance.model_switch import switch_model
 from watchkeeper.governance.organisation import add_camera, update_camera
-from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.service.supervisor import CameraState, Supervisor
 from watchkeeper.store.models import Alert
 from watchkeeper.vision.detection import FaceDetector
@@ -47,7 +47,9 @@ def test_a_running_camera_follows_a_model_switch_without_a_service_restart(
         update={"store": store_settings.store.model_copy(update={"watchlist_refresh_s": 2.0})}
     )
     enrol_subject(shop, face_models, "Joseph_Biden", photos=3)
-    sface = FaceModels(yunet, create_embedder("sface-2021dec", registry), quality)
+    sface = FaceModels(
+        yunet, create_embedder("sface-2021dec", registry), quality, registry, settings.matching
+    )
     with RtspServer(DEBATE, loop=True) as server:
         with shop.tx() as tx:
             alice, keys = tx.user("alice"), shop.store.keys

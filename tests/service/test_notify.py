@@ -36,13 +36,13 @@ from watchkeeper.config import NotifyConfig, Settings, WebConfig, load_settings
 from watchkeeper.errors import ConfigError
 from watchkeeper.governance.alerts import review
 from watchkeeper.governance.live import StoredAlert, record_match
-from watchkeeper.governance.subjects import FaceModels, approve, erase, suspend
+from watchkeeper.governance.outbox import outbox_counts, queue_alert_event, site_slug
+from watchkeeper.governance.subjects import approve, erase, suspend
 from watchkeeper.matching.gallery import Candidate
 from watchkeeper.notify.mqtt import alert_topic, status_topic
 from watchkeeper.notify.notifier import Notifier, retry_delay
-from watchkeeper.notify.outbox import outbox_counts, queue_alert_event, site_slug
 from watchkeeper.notify.webhook import signature, verify_signature
-from watchkeeper.pipeline import MatchEvent
+from watchkeeper.pipeline import FaceModels, MatchEvent
 from watchkeeper.store.database import Store, open_store
 from watchkeeper.store.models import Alert, AuditEvent, Decision, OutboxMessage, Subject
 
@@ -91,10 +91,12 @@ class Received:
 @dataclass
 class Receiver:
     """A local HTTP server that checks each request's signature as a receiver would,
-    and answers with ``statuses`` in turn (then 200)."""
+    and answers with ``statuses`` in turn (then 200). With ``refuse_first``, it answers
+    400 to every attempt of the first notification it gets, whatever ``statuses`` say."""
 
     port: int
     statuses: list[int] = field(default_factory=list)
+    refuse_first: bool = False
     received: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -123,6 +125,10 @@ class Receiver:
                     )
                 )
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if receiver.refuse_first and receiver.received[-1].delivery == (
+                    receiver.received[0].delivery
+                ):
+                    status = 400
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -183,6 +189,7 @@ def match(shop: Shop, subject_id: uuid.UUID, seen: Sighting, settings: Settings)
         track_id=1,
         subject=str(subject_id),
         score=ALERT_SCORE,
+        threshold=ALERT_THRESHOLD,
         start=0.0,
         end=2.5,
         frames=25,
@@ -191,9 +198,7 @@ def match(shop: Shop, subject_id: uuid.UUID, seen: Sighting, settings: Settings)
         probe=seen.vector,
         qualities=(0.8,),
     )
-    stored = record_match(
-        shop.store, shop.camera_id, seen.model_id, event, ALERT_THRESHOLD, settings
-    )
+    stored = record_match(shop.store, shop.camera_id, seen.model_id, event, settings)
     assert stored is not None
     return stored
 
@@ -234,7 +239,7 @@ def test_nothing_is_queued_or_sent_unless_configured(
     notifier = Notifier(store_settings, shop.store).start()
     try:
         assert not notifier.configured
-        assert notifier.mqtt is None, "no broker connection"
+        assert notifier.channels == {}, "no broker connection, no receiver"
         assert not any(t.name == "notifier" for t in threading.enumerate()), "no thread"
         assert outbox(shop.store) == []
         assert notify_events(shop.store) == []
@@ -440,6 +445,46 @@ def test_a_woken_notifier_sends_at_once(
     wait_until(lambda: receiver.received, timeout_s=3)
 
 
+@pytest.mark.parametrize(
+    ("statuses", "refuse_first"),
+    [([], True), ([503, 503], False)],
+    ids=["one-refused", "receiver-back"],
+)
+def test_queued_notifications_do_not_wait_behind_a_failing_one(
+    shop: Shop,
+    store_settings: Settings,
+    biden: uuid.UUID,
+    seen: Sighting,
+    receiver: Receiver,
+    notifiers: list[Notifier],
+    statuses: list[int],
+    refuse_first: bool,
+) -> None:
+    """Each failure waits a minute for its own retry here. A notification the receiver
+    refuses holds the others back for at most ``probe_s``; and once a receiver that was
+    down answers again, what failed while it was down is sent at once, not a minute
+    later (issue 17: up to ten minutes before)."""
+    receiver.statuses, receiver.refuse_first = list(statuses), refuse_first
+    settings = webhook_settings(
+        store_settings, receiver, retry_initial_s=60, retry_max_s=600, probe_s=0.2
+    )
+    for _ in range(2):
+        match(shop, biden, seen, settings)
+    notifier = start(notifiers, settings, shop.store)
+    wait_until(lambda: len(receiver.received) >= 2)  # both tried and refused, or the first
+    match(shop, biden, seen, settings)
+    notifier.wake()
+    delivered = 2 if refuse_first else 3
+    wait_until(lambda: notifier.counts()["delivered"] == delivered, timeout_s=10)
+    rows = outbox(shop.store)
+    if refuse_first:
+        refused = [row for row in rows if row.delivered_at is None]
+        assert [row.last_error for row in refused] == ["HTTP 400"]
+        assert str(refused[0].id) == receiver.received[0].delivery
+    else:
+        assert [row.attempts for row in rows] == [2, 2, 1]
+
+
 # --- only stored alerts, and only while they are kept ----------------------------------------
 
 
@@ -472,8 +517,8 @@ def test_only_a_stored_alert_is_queued_and_erasure_removes_its_notifications(
     with shop.tx() as tx:
         subject = tx.session.get_one(Subject, biden)
         suspend(tx.session, shop.store.keys, tx.organisation, tx.user("carol"), subject, "check")
-    event = MatchEvent(1, str(biden), ALERT_SCORE, 0.0, 1.0, 10, (), (seen.chip,), seen.vector)
-    assert record_match(shop.store, shop.camera_id, seen.model_id, event, 0.9, settings) is None
+    event = MatchEvent(1, str(biden), ALERT_SCORE, 0.9, 0.0, 1.0, 10, (), (seen.chip,), seen.vector)
+    assert record_match(shop.store, shop.camera_id, seen.model_id, event, settings) is None
     assert outbox(shop.store) == []
 
     # Erasing the entry deletes its alerts' queued notifications with them.
@@ -667,7 +712,7 @@ def test_a_secret_from_the_environment(
         Notifier(settings, store)
     monkeypatch.setenv("SHOP_HOOK_SECRET", SECRET)
     notifier = Notifier(settings, store)
-    assert notifier.webhooks[f"webhook:127.0.0.1:{receiver.port}"].secret == SECRET.encode()
+    assert notifier.channels[f"webhook:127.0.0.1:{receiver.port}"].secret == SECRET.encode()
 
 
 BODY = b'{"event":"alert.created"}'

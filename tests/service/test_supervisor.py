@@ -19,7 +19,8 @@ from tests.support.waiting import wait_until
 from watchkeeper.config import Settings
 from watchkeeper.governance import access
 from watchkeeper.governance.organisation import add_camera, update_camera
-from watchkeeper.governance.subjects import FaceModels, approve
+from watchkeeper.governance.subjects import approve
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.service.supervisor import CameraHealth, CameraState, Supervisor
 from watchkeeper.store.models import Alert, AuditEvent, Subject
 

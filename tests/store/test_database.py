@@ -31,10 +31,10 @@ from watchkeeper.governance.organisation import add_camera, camera_source
 from watchkeeper.governance.subjects import (
     ALERT_CROP,
     FACE_IMAGE,
-    FaceModels,
     searchable_gallery,
     template_vector,
 )
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.crypto import encode_key, generate_key, write_key_file
 from watchkeeper.store.database import (
     DATABASE_FILE,

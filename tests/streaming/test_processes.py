@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -13,9 +14,9 @@ from tests.support.rtsp_server import RtspServer
 from watchkeeper.config import Settings
 from watchkeeper.matching.gallery import Gallery
 from watchkeeper.models.registry import ModelRegistry
-from watchkeeper.pipeline import CameraPipeline, Matcher
+from watchkeeper.pipeline import CameraPipeline, FaceModels, Matcher
 from watchkeeper.streaming.engine import CameraEvent, RecognitionEngine
-from watchkeeper.streaming.processes import ProcessEngine, WorkerError
+from watchkeeper.streaming.processes import ProcessEngine, WorkerError, worker_settings
 from watchkeeper.video.sources import open_source
 from watchkeeper.vision.detection import FaceDetector
 from watchkeeper.vision.embedding import FaceEmbedder
@@ -54,7 +55,8 @@ def test_cameras_in_worker_processes_give_the_threaded_engines_decisions(
     one_thread = settings.model_copy(
         update={"streaming": settings.streaming.model_copy(update={"workers": 1})}
     )
-    threaded = RecognitionEngine.with_models(one_thread, registry, yunet, face_embedder)
+    models = FaceModels(yunet, face_embedder, settings.quality, registry, settings.matching)
+    threaded = RecognitionEngine.with_models(one_thread, models)
     for name, source in cameras.items():
         matcher = Matcher(biden_gallery, BIDEN_THRESHOLD)
         pipeline = CameraPipeline(face_embedder.model_id, matcher, settings.tracking)
@@ -110,3 +112,34 @@ def test_a_failing_worker_is_an_error_not_a_hang(
     engine = engine_with(settings, other, {"debate": str(DEBATE)})
     with pytest.raises(WorkerError, match="different models"):
         engine.start()
+
+
+@pytest.mark.parametrize(
+    ("cores", "processes", "fixed", "expected"),
+    [
+        (16, 4, {}, (4, 4)),
+        (2, 4, {}, (1, 1)),  # never less than one thread
+        (8, 1, {}, (8, 8)),
+        (8, 2, {"workers": 3, "threads": 2}, (3, 2)),  # what the settings fix is kept
+    ],
+)
+def test_each_worker_process_gets_its_share_of_the_cores(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    cores: int,
+    processes: int,
+    fixed: dict[str, int],
+    expected: tuple[int, int],
+) -> None:
+    """One rule for the service's camera workers and for `bench`'s: the cores divided
+    among the processes, for analysis threads and CPU inference alike."""
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    given = settings.model_copy(
+        update={
+            "streaming": settings.streaming.model_copy(update={"workers": fixed.get("workers", 0)}),
+            "inference": settings.inference.model_copy(update={"threads": fixed.get("threads", 0)}),
+        }
+    )
+    shared = worker_settings(given, processes)
+    assert (shared.streaming.workers, shared.inference.threads) == expected
+    assert shared.streaming.processes == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -31,3 +32,18 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
         except httpx.TransportError:
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def stop_service(process: subprocess.Popen, timeout: float = 30) -> tuple[int, str]:
+    """Ctrl-C a service started with its stderr piped, as text; its exit code and all it
+    wrote on stderr. Works when it has already exited, and when :func:`wait_for` has
+    read its stderr already (communicate() returns what it read before)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        _, output = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, output = process.communicate()
+        return process.returncode, f"(did not stop within {timeout} s after Ctrl-C)\n{output}"
+    return process.returncode, output or ""

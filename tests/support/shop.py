@@ -18,8 +18,9 @@ from tests.support.data import lfw_photos
 from watchkeeper.governance.alerts import record_alert
 from watchkeeper.governance.incidents import record_incident
 from watchkeeper.governance.organisation import add_camera, add_site, add_user, create_organisation
-from watchkeeper.governance.subjects import EnrolmentPhoto, FaceModels, approve, enrol
+from watchkeeper.governance.subjects import EnrolmentPhoto, approve, enrol
 from watchkeeper.matching.watchlist import enrolment_face
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.database import Store, create_database_engine, upgrade_schema
 from watchkeeper.store.models import (
     Alert,

@@ -12,7 +12,7 @@ from tests.support.alerts import raise_alert
 from tests.support.shop import Shop, Sighting, enrol_subject
 from tests.support.web import set_passwords
 from watchkeeper.config import Settings
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.web.app import create_app
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from tests.support.alerts import SCORE, THRESHOLD, add_york, audit_trail, raise_alert
 from tests.support.shop import Shop, Sighting, enrol_in
 from tests.support.web import Browser, sign_in
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import Alert, AlertStatus, Camera, FaceImage, Review
 
 GUIDANCE_START = "Do not approach or accuse anyone on the strength of this alert."

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from tests.support.alerts import BRIEF, SCORE, THRESHOLD, add_york, audit_trail, raise_alert
 from tests.support.shop import Shop, Sighting, enrol_in
 from tests.support.web import api_token
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import Alert, AlertStatus, Camera, FaceImage, Review
 
 CARD_FIELDS = {

@@ -20,7 +20,7 @@ from tests.support.shop import Shop, Sighting, enrol_subject, record_sighting
 from tests.support.web import api_token, sign_in
 from watchkeeper.governance import audit
 from watchkeeper.governance.alerts import review
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import Alert, AuditEvent, Decision, utcnow
 
 ROLES = [

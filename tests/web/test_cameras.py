@@ -17,6 +17,7 @@ from tests.support.shop import USERS, Shop
 from tests.support.web import api_token, set_passwords, sign_in
 from watchkeeper.config import Settings
 from watchkeeper.governance.organisation import update_camera
+from watchkeeper.service.runtime import Runtime
 from watchkeeper.service.supervisor import Supervisor
 from watchkeeper.store.models import AuditEvent, Camera, Role
 from watchkeeper.web.app import create_app
@@ -213,8 +214,10 @@ def supervised(shop: Shop, store_settings: Settings) -> Iterator[tuple[TestClien
         update_camera(
             tx.session, shop.store.keys, tx.organisation, tx.user("alice"), tx.camera, False
         )
-    supervisor = Supervisor(store_settings, shop.store)
-    app = create_app(store_settings, shop.store, supervisor)
+    runtime = Runtime(store_settings, shop.store)
+    supervisor = runtime.supervisor
+    assert supervisor is not None
+    app = create_app(store_settings, shop.store, runtime)
     with TestClient(app, follow_redirects=False) as client:
         yield client, supervisor
 

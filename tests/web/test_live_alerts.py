@@ -27,12 +27,11 @@ from watchkeeper.config import Settings
 from watchkeeper.governance.accounts import set_password
 from watchkeeper.governance.live import StoredAlert
 from watchkeeper.governance.organisation import add_camera, update_camera
-from watchkeeper.governance.subjects import FaceModels
-from watchkeeper.service.broadcast import AlertBroadcaster
+from watchkeeper.pipeline import FaceModels
+from watchkeeper.service.runtime import Runtime, alert_message
 from watchkeeper.service.supervisor import CameraHealth, CameraState, Supervisor
 from watchkeeper.store.models import Alert, Camera
 from watchkeeper.web.app import create_app
-from watchkeeper.web.routes.alerts import alert_message
 
 pytestmark = pytest.mark.parametrize("database_url", [None], ids=["sqlite"])
 PASSWORD = "reviewer's long password"
@@ -50,13 +49,10 @@ def service(
             add_camera(tx.session, keys, tx.organisation, alice, tx.site, "till", camera.url)
             update_camera(tx.session, keys, tx.organisation, alice, tx.camera, enabled=False)
             set_password(tx.session, keys, tx.user("dave"), tx.user("dave"), PASSWORD)
-        broadcaster = AlertBroadcaster()
-        supervisor = Supervisor(
-            store_settings,
-            shop.store,
-            lambda cam, alert: broadcaster.publish(alert_message(cam, alert)),
-        )
-        app = create_app(store_settings, shop.store, supervisor, broadcaster)
+        runtime = Runtime(store_settings, shop.store)
+        supervisor = runtime.supervisor
+        assert supervisor is not None
+        app = create_app(store_settings, shop.store, runtime)
         port = unused_port()
         config = uvicorn.Config(app, port=port, log_level="warning", timeout_graceful_shutdown=1)
         server = uvicorn.Server(config)
@@ -122,9 +118,10 @@ def test_each_page_is_told_only_of_its_own_sites_alerts(
     set_passwords(shop)
     with shop.tx() as tx:
         leeds, york_site = str(shop.site_id), str(tx.session.get_one(Camera, york).site_id)
-    broadcaster = AlertBroadcaster()
+    runtime = Runtime(store_settings, shop.store, cameras=False)
+    broadcaster = runtime.broadcaster
     config = uvicorn.Config(
-        create_app(store_settings, shop.store, None, broadcaster), port=unused_port(),
+        create_app(store_settings, shop.store, runtime), port=unused_port(),
         log_level="warning", timeout_graceful_shutdown=1,
     )  # fmt: skip
     server = uvicorn.Server(config)
@@ -158,7 +155,7 @@ def test_each_page_is_told_only_of_its_own_sites_alerts(
             for number, site in enumerate((leeds, york_site, leeds, york_site)):
                 stored = StoredAlert(f"alert-{number}", "s", "label", 0.51, 0.46, "2026", site)
                 camera = CameraHealth(uuid.uuid4(), f"cam-{number}", CameraState.RUNNING)
-                broadcaster.publish(alert_message(camera, stored))
+                broadcaster.publish(alert_message(camera.name, stored))
             for name, ids in expected.items():
                 data = (line for line in lines[name] if line.startswith("data: "))
                 # One message per id expected, and no more read: a further one would wait.

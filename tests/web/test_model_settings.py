@@ -14,7 +14,7 @@ from tests.governance.test_model_switch import SFACE, SFACE_ID, blank_photo
 from tests.support.shop import Shop, enrol_subject, photos_of
 from tests.support.web import Browser, api_token, set_passwords, sign_in
 from watchkeeper.config import MatchingConfig, Settings
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.web.app import create_app
 
 pytestmark = pytest.mark.parametrize("database_url", [None], ids=["sqlite"])

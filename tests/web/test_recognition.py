@@ -15,6 +15,7 @@ from watchkeeper.config import Settings
 from watchkeeper.governance import access
 from watchkeeper.governance.accounts import issue_token, set_password
 from watchkeeper.governance.organisation import update_camera
+from watchkeeper.service.runtime import Runtime
 from watchkeeper.service.supervisor import Supervisor
 from watchkeeper.store.models import AuditEvent, Role
 from watchkeeper.web.app import create_app
@@ -32,8 +33,10 @@ def app(shop: Shop, store_settings: Settings) -> Iterator[tuple[TestClient, Supe
         for name in USERS:
             user = tx.user(name)
             set_password(tx.session, keys, user, user, PASSWORD)
-    supervisor = Supervisor(store_settings, shop.store)
-    app = create_app(store_settings, shop.store, supervisor)
+    runtime = Runtime(store_settings, shop.store)
+    supervisor = runtime.supervisor
+    assert supervisor is not None
+    app = create_app(store_settings, shop.store, runtime)
     with TestClient(app, follow_redirects=False) as client:
         yield client, supervisor
 

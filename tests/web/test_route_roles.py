@@ -43,9 +43,9 @@ from tests.support.web import Browser, api_token, set_passwords, sign_in
 from watchkeeper.config import Settings, load_settings
 from watchkeeper.governance.access import PERMISSIONS, Permission
 from watchkeeper.governance.organisation import update_camera
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.service.broadcast import AlertBroadcaster
-from watchkeeper.service.supervisor import Supervisor
+from watchkeeper.service.runtime import Runtime
 from watchkeeper.store.crypto import encode_key, generate_key
 from watchkeeper.store.database import Store, open_store
 from watchkeeper.store.models import AuditEvent, FaceImage
@@ -134,8 +134,9 @@ def world(
         settings, store = new_store(folder / "main")
         stack.callback(store.close)
         shop = set_up_shop(store)
-        broadcaster = AlertBroadcaster()
-        app = create_app(settings, store, broadcaster=broadcaster)
+        runtime = Runtime(settings, store, cameras=False)
+        broadcaster = runtime.broadcaster
+        app = create_app(settings, store, runtime)
         app.state.face_models = face_models  # the session's models, not loaded again
         main = staff_of(stack, app, shop)
 
@@ -145,8 +146,7 @@ def world(
         with quiet_shop.tx() as tx:
             alice = tx.user("alice")
             update_camera(tx.session, quiet_store.keys, tx.organisation, alice, tx.camera, False)
-        supervisor = Supervisor(quiet_settings, quiet_store)
-        quiet_app = create_app(quiet_settings, quiet_store, supervisor)
+        quiet_app = create_app(quiet_settings, quiet_store, Runtime(quiet_settings, quiet_store))
         supervised = staff_of(stack, quiet_app, quiet_shop)
 
         seen = sightings("Joseph_Biden", 4)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import select
 import signal
+import subprocess
+import sys
+import termios
+import time
 
 import httpx
 
 from tests.support.cli import Sandbox, one_line_error
-from tests.support.net import unused_port, wait_for
+from tests.support.net import stop_service, unused_port, wait_for
 
 PASSWORD = "correct horse battery"
 
@@ -48,9 +55,7 @@ def test_serve_signs_users_in_answers_api_tokens_and_stops_on_ctrl_c(sandbox: Sa
         assert revoked.code == 0, revoked.stderr
         assert httpx.get(f"{base}/api/me", headers=bearer).status_code == 401
     finally:
-        process.send_signal(signal.SIGINT)
-        code = process.wait(30)
-        output = process.stderr.read()
+        code, output = stop_service(process)
     assert code == 0, output
     assert f"Watchkeeper for Corner Shops on {base}/" in output
 
@@ -86,9 +91,7 @@ def test_the_first_serve_sets_everything_up_and_says_how_to_make_the_first_admin
             ("console", True)
         ]
     finally:
-        process.send_signal(signal.SIGINT)
-        code = process.wait(30)
-        output = process.stderr.read()
+        code, output = stop_service(process)
     assert code == 0, output
     assert "created organisation 'My shop'" in output
     assert "New encryption key" in output
@@ -96,14 +99,98 @@ def test_the_first_serve_sets_everything_up_and_says_how_to_make_the_first_admin
     assert "watchkeeper users create NAME --role admin" in output
 
 
-def test_serve_with_a_key_but_no_database_says_what_to_run(sandbox: Sandbox) -> None:
+def test_serve_with_a_key_but_no_database_sets_one_up_with_that_key(sandbox: Sandbox) -> None:
+    """Issue 18: a key file without a database made `serve` exit 11; it now sets up a
+    database (and says so) with the key that exists."""
     key = sandbox.run("init", "--organisation", "Corner Shops", "--admin", "alice")
     assert key.code == 0, key.stderr
     [database] = (sandbox.root / "home").rglob("*.db")
     database.unlink()
-    run = sandbox.run("serve", "--port", str(unused_port()), timeout=60)
-    assert run.code != 0
-    assert "watchkeeper init" in one_line_error(run)
+    port = unused_port()
+    process = sandbox.serve(port)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/login", process)
+    finally:
+        code, output = stop_service(process)
+    assert code == 0, output
+    assert "created organisation 'My shop'" in output
+    assert "New encryption key" not in output, "the key that was there is used"
+    assert database.exists()
+
+
+def test_the_first_start_on_a_terminal_asks_for_the_first_administrator(
+    sandbox: Sandbox,
+) -> None:
+    """Started by a person at a terminal, the first `serve` asks for the administrator's
+    name and password there and then; they can sign in as soon as it answers."""
+    port = unused_port()
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "watchkeeper", "serve", "--port", str(port)],
+        cwd=sandbox.cwd,
+        env=sandbox.env(COLUMNS="200"),
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    screen = Screen(controller)
+    try:
+        screen.answer("Administrator's user name", "boss")
+        screen.answer("Password (12 characters or more)", "short", secret=True)
+        screen.answer("Repeat for confirmation", "short", secret=True)
+        screen.answer("Password (12 characters or more)", PASSWORD, secret=True)  # again
+        screen.answer("Repeat for confirmation", PASSWORD, secret=True)
+        screen.wait_for("'boss' can sign in now.")
+        screen.wait_for("Recognition runs the yunet face detector and the sface-2021dec embedder")
+        wait_for(f"http://127.0.0.1:{port}/login", process)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as web:
+            form = web.get("/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+            data = {"name": "boss", "password": PASSWORD, "csrf_token": token, "next": "/"}
+            assert web.post("/login", data=data).status_code == 303
+            assert "You are boss, admin of My shop." in web.get("/").text
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(30)
+        os.close(controller)
+    assert code == 0, screen.text
+    assert "at least 12 characters; try again" in screen.text
+    assert PASSWORD not in screen.text, "passwords are not echoed"
+
+
+class Screen:
+    """What a terminal shows, read from the controlling side of a pseudo-terminal."""
+
+    def __init__(self, controller: int) -> None:
+        self.controller = controller
+        self.raw = b""
+        self.text = ""
+        self._read_to = 0
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.text[self._read_to :]:
+            assert time.monotonic() < deadline, f"{text!r} not shown; the screen:\n{self.text}"
+            ready, _, _ = select.select([self.controller], [], [], 0.5)
+            if ready:
+                try:
+                    self.raw += os.read(self.controller, 4096)
+                    shown = self.raw.decode(errors="replace")
+                    self.text = re.sub(r"\x1b\[[0-9;]*m", "", shown)  # colours off
+                except OSError:  # the program ended and closed the terminal
+                    raise AssertionError(f"ended before showing {text!r}:\n{self.text}") from None
+        self._read_to = self.text.index(text, self._read_to) + len(text)
+
+    def answer(self, prompt: str, reply: str, secret: bool = False) -> None:
+        """Type ``reply`` after ``prompt``; a secret once the terminal stops echoing
+        (typed before that, a password prompt discards it, as a real terminal does)."""
+        self.wait_for(prompt)
+        deadline = time.monotonic() + 30
+        while secret and termios.tcgetattr(self.controller)[3] & termios.ECHO:
+            assert time.monotonic() < deadline, "the password prompt kept echoing"
+            time.sleep(0.01)
+        os.write(self.controller, reply.encode() + b"\n")
 
 
 def test_a_short_password_is_refused_in_one_line(sandbox: Sandbox) -> None:

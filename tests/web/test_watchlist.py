@@ -20,7 +20,7 @@ from tests.vision.test_images import png_bomb
 from watchkeeper.config import Settings
 from watchkeeper.governance.accounts import set_password
 from watchkeeper.governance.organisation import add_site, add_user
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import AuditEvent, FaceImage, Incident, Role, Subject
 from watchkeeper.web.app import create_app
 

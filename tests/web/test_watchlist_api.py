@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from tests.support.data import lfw_photos
 from tests.support.shop import Shop, enrol_subject
 from tests.support.web import api_token
-from watchkeeper.governance.subjects import FaceModels
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import FaceImage, Subject
 
 BIDEN = [p.read_bytes() for p in lfw_photos("Joseph_Biden") if p.name != "Joseph_Biden_0002.jpg"]

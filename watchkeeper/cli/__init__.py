@@ -11,6 +11,7 @@ from watchkeeper.cli import (
     privacy,
     scan,
     serve,
+    system,
     watchlist,
 )
 from watchkeeper.cli.app import app
@@ -28,6 +29,7 @@ __all__ = [
     "privacy",
     "scan",
     "serve",
+    "system",
     "watchlist",
 ]
 

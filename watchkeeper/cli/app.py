@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from watchkeeper.cli.invocation import as_typed
 from watchkeeper.config import Settings, load_settings
 from watchkeeper.errors import WatchkeeperError
 
@@ -21,7 +22,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-stderr = Console(stderr=True)
+
+
+class CommandConsole(Console):
+    """A console whose messages name commands as they must be typed here (see
+    :mod:`watchkeeper.cli.invocation`)."""
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        super().print(*(as_typed(o) if isinstance(o, str) else o for o in objects), **options)
+
+
+class CommandFormatter(logging.Formatter):
+    """Log lines that name commands as they must be typed here."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return as_typed(super().format(record))
+
+
+stderr = CommandConsole(stderr=True)
 log = logging.getLogger("watchkeeper")
 
 
@@ -54,16 +72,16 @@ def main_options(
     handler: logging.Handler
     if stderr.is_terminal:
         handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(CommandFormatter("%(message)s"))
     else:
         # One plain line per record, for scripts and log files.
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler.setFormatter(CommandFormatter("%(levelname)s %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     ctx.obj = Context(config_file=config, models_dir=models_dir)
 
 
 def fail(exc: WatchkeeperError) -> typer.Exit:
     """Report ``exc`` as one line on stderr; the caller raises the returned exit."""
-    sys.stderr.write(f"error: {exc}\n")
+    sys.stderr.write(f"error: {as_typed(str(exc))}\n")
     return typer.Exit(exc.exit_code)

@@ -1,5 +1,5 @@
 """`watchkeeper backup` and `restore`: the database and the encrypted files in one archive
-that never holds the key (see ``watchkeeper.store.backup``)."""
+that never holds the key (see ``watchkeeper.service.backup``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from watchkeeper.cli.records import (
     emit_json,
 )
 from watchkeeper.errors import ConfigError
-from watchkeeper.store import backup as backups
+from watchkeeper.service import backup as backups
 from watchkeeper.store.database import open_store
 
 

@@ -22,10 +22,8 @@ from watchkeeper.benchmarking import (
 )
 from watchkeeper.cli.app import app, fail, stderr
 from watchkeeper.errors import WatchkeeperError
-from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.video.sources import SourceKind, SourceSpec
-from watchkeeper.vision.detection import create_detector
-from watchkeeper.vision.embedding import create_embedder
 
 
 def _sizes(text: str) -> list[int]:
@@ -62,7 +60,12 @@ def bench(
     ] = None,
     processes: Annotated[
         int | None,
-        typer.Option(min=1, help="Worker processes sharing the cameras (streaming.processes)."),
+        typer.Option(
+            min=0,
+            help="Worker processes sharing the cameras (streaming.processes); default 0: one "
+            "per camera, each with its share of the cores, as `serve` runs them; 1: all in "
+            "this process, as `scan` runs one source.",
+        ),
     ] = None,
     baseline: Annotated[
         bool,
@@ -97,9 +100,8 @@ def bench(
     sources = sources or []
     try:
         settings = ctx.obj.settings(**overrides)
-        registry = ModelRegistry(settings.models_dir)
-        detector = create_detector(settings.detection, registry)
-        embedder = create_embedder(settings.embedder, registry, settings.inference)
+        models = FaceModels.load(settings)
+        detector, embedder = models.detector, models.embedder
         specs = [SourceSpec.parse(source) for source in sources]
         report: dict[str, Any] = {
             "machine": _machine(),
@@ -111,9 +113,7 @@ def bench(
         }
         if sources:
             with stderr.status(f"running {len(sources) * cameras} camera(s)", spinner="dots"):
-                report["streams"] = run_streams(
-                    sources, cameras, duration, settings, registry, detector, embedder
-                )
+                report["streams"] = run_streams(sources, cameras, duration, settings, models)
         if embed_seconds > 0:
             with stderr.status("timing the embedder", spinner="dots"):
                 report["embedding"] = embedding_throughput(

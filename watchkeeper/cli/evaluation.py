@@ -16,7 +16,7 @@ from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from watchkeeper.cli.app import app, fail, stderr
-from watchkeeper.cli.scan import Recognition, run_source
+from watchkeeper.cli.scan import enrol_folder, progress_display, summary_of
 from watchkeeper.config import Settings
 from watchkeeper.errors import ConfigError, WatchkeeperError
 from watchkeeper.evaluation.dataset import scan_dataset
@@ -35,10 +35,11 @@ from watchkeeper.evaluation.runner import (
 )
 from watchkeeper.evaluation.video import ClipGallery, clip_result, load_manifest, totals
 from watchkeeper.models.registry import Calibration, ModelRegistry, save_calibration
-from watchkeeper.pipeline import MatchEvent
+from watchkeeper.pipeline import FaceModels, MatchEvent, model_name
+from watchkeeper.service.live_camera import run_source
 from watchkeeper.streaming.engine import CameraEvent
 from watchkeeper.video.sources import open_source
-from watchkeeper.vision.detection import create_detector
+from watchkeeper.vision.detection import detector_backend
 
 CACHE_FILE = "eval-embeddings.sqlite3"
 
@@ -244,7 +245,7 @@ def evaluate(
         spec = registry.spec(settings.embedder)
         protocol = IdentificationSettings(never_enrolled=_never_enrolled(never_enrolled), seed=seed)
         pair_list = read_pairs(pairs) if pairs is not None else None
-        detector = create_detector(settings.detection, registry).name
+        detector = detector_backend(settings.detection, registry)
         embeddings = _embed(
             settings, dataset, corrections, not no_cache, workers, "embedding images"
         )
@@ -295,15 +296,14 @@ def evaluate(
         _print_summary(result)
 
 
-def _threshold_source(ctx: typer.Context, recognition: Recognition, size: int) -> str:
+def _threshold_source(ctx: typer.Context, models: FaceModels, size: int) -> str:
     """Where the threshold in use comes from, in words."""
     if _set(ctx, "threshold"):
         return "--threshold"
-    settings = recognition.settings
-    if settings.matching.threshold is not None:
+    if models.matching.threshold is not None:
         return "the matching.threshold setting"
-    spec = recognition.registry.spec(settings.embedder)
-    assert spec.calibration is not None  # resolve_threshold has refused otherwise
+    spec = models.registry.spec(model_name(models.embedder.model_id))
+    assert spec.calibration is not None  # FaceModels.threshold has refused otherwise
     return f"{spec.name}'s calibration for {size} people (FPIR {spec.calibration.fpir:g})"
 
 
@@ -326,14 +326,14 @@ def _evaluate_video(
     try:
         settings = ctx.obj.settings(**overrides)
         manifest = load_manifest(manifest_path)
-        recognition = Recognition.load(settings)
-        enrolled = recognition.enrol_folder(manifest.enrolment)
+        models = FaceModels.load(settings)
+        enrolled = enrol_folder(models, manifest.enrolment)
         gallery = enrolled.gallery
-        match_threshold = recognition.threshold(len(gallery.subjects))
-        source_of_threshold = _threshold_source(ctx, recognition, len(gallery.subjects))
+        match_threshold = models.threshold(len(gallery.subjects))
+        source_of_threshold = _threshold_source(ctx, models, len(gallery.subjects))
         for number, clip in enumerate(manifest.clips, start=1):
             clip_gallery = ClipGallery(gallery, clip.expected)
-            pipeline = recognition.pipeline(clip_gallery, match_threshold)
+            pipeline = models.pipeline(clip_gallery, settings.tracking, len(gallery.subjects))
             events: list[MatchEvent] = []
 
             def collect(item: CameraEvent | None, events: list[MatchEvent] = events) -> None:
@@ -341,19 +341,16 @@ def _evaluate_video(
                     events.append(item.event)
 
             frame_source = open_source(clip.source, settings.video)
-            run = run_source(
-                recognition,
-                clip.label,
-                frame_source,
-                pipeline,
-                collect,
-                label=f"clip {number} of {len(manifest.clips)}: {clip.label}",
-            )
+            label = f"clip {number} of {len(manifest.clips)}: {clip.label}"
+            with progress_display(frame_source, pipeline, label) as show:
+                run = run_source(
+                    settings, models, clip.label, frame_source, pipeline, collect, show
+                )
             if run.failure is not None:
                 raise run.failure
             if run.interrupted:
                 raise typer.Exit(130)
-            clips.append(clip_result(clip, events, clip_gallery, run.summary()))
+            clips.append(clip_result(clip, events, clip_gallery, summary_of(run)))
     except WatchkeeperError as exc:
         raise fail(exc) from None
     refused = sum(not outcome.accepted for outcome in enrolled.outcomes)
@@ -363,8 +360,8 @@ def _evaluate_video(
         "enrolled_people": len(gallery.subjects),
         "enrolment_photos": len(enrolled.outcomes) - refused,
         "enrolment_photos_refused": refused,
-        "model": recognition.embedder.model_id,
-        "detector": recognition.detector.name,
+        "model": models.embedder.model_id,
+        "detector": models.detector.name,
         "threshold": round(match_threshold, 4),
         "threshold_source": source_of_threshold,
         "clips": clips,

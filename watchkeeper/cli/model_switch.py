@@ -28,8 +28,8 @@ from watchkeeper.governance.model_switch import (
     switch_model,
     unsearchable_entries,
 )
-from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.database import open_store
 
 

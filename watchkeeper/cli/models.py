@@ -51,9 +51,16 @@ def models_list(
         ]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table(title=f"Models (searched first in {registry.models_dir})")
-    for column in ("name", "role", "version", "licence", "sha256", "found at", "status"):
-        table.add_column(column, overflow="fold")
+    # Fits 80 columns without breaking a name (it broke every name mid-word before):
+    # versions are in the names, checksums and full paths in --json.
+    table = Table(
+        title=f"Models (searched first in {registry.models_dir})",
+        box=None,
+        padding=(0, 1, 0, 0),
+        title_justify="left",
+    )
+    for column in ("name", "role", "licence", "status", "found in"):
+        table.add_column(column, no_wrap=column != "found in")
     for s in statuses:
         state = "missing" if not s.present else ("ok" if s.verified else "WRONG CHECKSUM")
         if s.path is None:
@@ -61,16 +68,9 @@ def models_list(
         elif s.path.parent == registry.models_dir:
             where = "models folder"
         else:
-            where = f"package {s.spec.package}" if s.spec.package else str(s.path)
-        table.add_row(
-            s.spec.name,
-            s.spec.role.value,
-            s.spec.version,
-            s.spec.licence,
-            s.spec.sha256[:12] + "…",
-            where,
-            state,
-        )
+            where = s.spec.package or str(s.path)
+        role = s.spec.role.value.removeprefix("identity-")
+        table.add_row(s.spec.name, role, s.spec.licence, state, where)
     Console().print(table)
 
 

@@ -21,7 +21,8 @@ from watchkeeper.cli.app import fail
 from watchkeeper.config import Settings
 from watchkeeper.errors import ConfigError, DatabaseError, PolicyError, WatchkeeperError
 from watchkeeper.governance import access
-from watchkeeper.governance.subjects import FaceModels, model_in_use
+from watchkeeper.governance.subjects import model_in_use
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.database import Store, open_store
 from watchkeeper.store.models import Organisation, User
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,26 +18,21 @@ from watchkeeper.cli.records import OrganisationOption
 from watchkeeper.config import Settings
 from watchkeeper.errors import ConfigError, WatchkeeperError
 from watchkeeper.governance import access
-from watchkeeper.governance.live import CameraWatchlist
 from watchkeeper.governance.retention import RetentionSweeper
 from watchkeeper.governance.subjects import model_in_use
-from watchkeeper.matching.gallery import Gallery
 from watchkeeper.matching.watchlist import FolderWatchlist, load_watchlist_folder
 from watchkeeper.models.provision import embedder_chosen, ensure_models
-from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.pipeline import (
     CameraPipeline,
-    Matcher,
+    FaceModels,
     MatchEvent,
     PipelineStats,
-    resolve_threshold,
 )
+from watchkeeper.service.live_camera import LiveCamera, SourceRun, run_source
 from watchkeeper.store.database import Store, open_store
-from watchkeeper.streaming.engine import CameraEvent, RecognitionEngine
+from watchkeeper.streaming.engine import CameraEvent
 from watchkeeper.streaming.timing import StageTimings
 from watchkeeper.video.sources import FrameSource, SourceSpec, open_source
-from watchkeeper.vision.detection import FaceDetector, create_detector
-from watchkeeper.vision.embedding import FaceEmbedder, create_embedder
 
 
 def _emit(record: dict[str, Any], as_json: bool) -> None:
@@ -101,83 +95,23 @@ def summary_record(
     }
 
 
-@dataclass(frozen=True)
-class Recognition:
-    """The models a scan runs with, loaded once: what `scan` and `eval` of a video
-    manifest share, so that an evaluation measures exactly the live pipeline."""
-
-    settings: Settings
-    registry: ModelRegistry
-    detector: FaceDetector
-    embedder: FaceEmbedder
-
-    @classmethod
-    def load(cls, settings: Settings) -> Recognition:
-        registry = ModelRegistry(settings.models_dir)
-        return cls(
-            settings,
-            registry,
-            create_detector(settings.detection, registry),
-            create_embedder(settings.embedder, registry, settings.inference),
-        )
-
-    def enrol_folder(self, folder: Path) -> FolderWatchlist:
-        """A watchlist folder enrolled as `scan --watchlist` enrols it."""
-        with stderr.status("enrolling watchlist photos", spinner="dots"):
-            return load_watchlist_folder(
-                folder, self.detector, self.embedder, self.settings.quality
-            )
-
-    def threshold(self, watchlist_size: int) -> float:
-        return resolve_threshold(self.settings, self.registry, watchlist_size)
-
-    def pipeline(self, gallery: Gallery, threshold: float) -> CameraPipeline:
-        return CameraPipeline(
-            self.embedder.model_id,
-            Matcher(gallery, threshold, self.settings.matching.top_k),
-            self.settings.tracking,
-        )
+def enrol_folder(models: FaceModels, folder: Path) -> FolderWatchlist:
+    """A watchlist folder enrolled as `scan --watchlist` enrols it (and `eval` of a video
+    manifest), with a spinner on stderr."""
+    with stderr.status("enrolling watchlist photos", spinner="dots"):
+        return load_watchlist_folder(folder, models.detector, models.embedder, models.quality)
 
 
-@dataclass(frozen=True)
-class SourceRun:
-    """How one source's scan ended."""
-
-    stats: PipelineStats
-    seconds: float
-    decoded: int
-    dropped: int
-    timings: StageTimings
-    failure: WatchkeeperError | None
-    """Why the source ended early (every match decided before it was still handled)."""
-    interrupted: bool
-    """Ctrl-C stopped it (what was decoded was still decided)."""
-
-    def summary(self) -> dict[str, Any]:
-        return summary_record(self.stats, self.seconds, self.decoded, self.dropped, self.timings)
+def summary_of(run: SourceRun) -> dict[str, Any]:
+    return summary_record(run.stats, run.seconds, run.decoded, run.dropped, run.timings)
 
 
-def run_source(
-    recognition: Recognition,
-    name: str,
-    frame_source: FrameSource,
-    pipeline: CameraPipeline,
-    handle: Callable[[CameraEvent | None], None],
-    label: str = "scanning",
-) -> SourceRun:
-    """Run one source through the engine to its end with a progress display on stderr.
-
-    ``handle`` gets every match event as it is decided, and ``None`` now and then
-    (for periodic work). A :class:`WatchkeeperError` from the source or from
-    ``handle`` ends the run after what was already decoded has been decided.
-    """
-    engine = RecognitionEngine.with_models(
-        recognition.settings, recognition.registry, recognition.detector, recognition.embedder
-    )
-    camera_input = engine.add_camera(name, frame_source, pipeline)
-    failure: WatchkeeperError | None = None
-    interrupted = False
-    started = time.perf_counter()
+@contextmanager
+def progress_display(
+    frame_source: FrameSource, pipeline: CameraPipeline, label: str = "scanning"
+) -> Iterator[Callable[[float], None]]:
+    """A progress display on stderr (frames, faces, tracks, fps) while a source runs;
+    yields what :func:`run_source` calls with the seconds since its start."""
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -187,52 +121,20 @@ def run_source(
         console=stderr,
         transient=True,
     )
+    with progress:
+        task = progress.add_task(label, total=frame_source.expected_frames, counts="")
 
-    def drain() -> None:
-        """Decide what was already decoded, handling every match even after a failure."""
-        nonlocal failure
-        for item in engine.events():
-            try:
-                handle(item)
-            except WatchkeeperError as exc:
-                failure = failure or exc
+        def show(elapsed: float) -> None:
+            stats = pipeline.stats
+            progress.update(
+                task,
+                completed=stats.frames,
+                counts=f"{stats.frames} frames  {stats.faces} faces  "
+                f"{stats.tracks + len(pipeline.tracker.active)} tracks  "
+                f"{stats.frames / elapsed if elapsed else 0:.1f} fps",
+            )
 
-    engine.start()
-    try:
-        with progress:
-            task = progress.add_task(label, total=frame_source.expected_frames, counts="")
-            for item in engine.events():
-                handle(item)
-                stats = pipeline.stats
-                elapsed = time.perf_counter() - started
-                progress.update(
-                    task,
-                    completed=stats.frames,
-                    counts=f"{stats.frames} frames  {stats.faces} faces  "
-                    f"{stats.tracks + len(pipeline.tracker.active)} tracks  "
-                    f"{stats.frames / elapsed if elapsed else 0:.1f} fps",
-                )
-    except KeyboardInterrupt:
-        interrupted = True
-        engine.stop()
-        drain()
-    except WatchkeeperError as exc:
-        failure = exc
-        engine.stop()
-        drain()
-    if isinstance(camera_input.error, WatchkeeperError):
-        failure = failure or camera_input.error
-    elif camera_input.error is not None:
-        raise camera_input.error
-    return SourceRun(
-        pipeline.stats,
-        time.perf_counter() - started,
-        frame_source.decoded,
-        camera_input.queue.dropped,
-        engine.timings,
-        failure,
-        interrupted,
-    )
+        yield show
 
 
 class ModelSwitched(WatchkeeperError):
@@ -336,7 +238,7 @@ def scan(
         overrides["embedder"] = embedder
     if threshold is not None:
         overrides["matching"] = {"threshold": threshold}
-    stored: CameraWatchlist | None = None
+    live: LiveCamera | None = None
     store: Store | None = None
     try:
         chosen = embedder_chosen(ctx.obj.config_file, embedder)
@@ -347,43 +249,34 @@ def scan(
             )
             chosen = chosen or fixed
         settings = ensure_models(ctx.obj.settings(**overrides), chosen, stderr)
-        recognition = Recognition.load(settings)
-        face_embedder = recognition.embedder
+        models = FaceModels.load(settings)
         SourceSpec.parse(source)  # a missing file fails before the watchlist is enrolled
         if store is not None:
-            stored = CameraWatchlist(
-                store,
-                camera,
-                face_embedder.model_id,
-                settings.store.watchlist_refresh_s,
-                organisation,
-                settings=settings,
-            )
-            gallery = stored.gallery
-            described = f"stored watchlist for camera {stored.camera_name}"
+            live = LiveCamera(store, models, settings, camera, organisation, notify=True)
+            pipeline = live.pipeline
+            described = f"stored watchlist for camera {live.name}"
         else:
             assert watchlist is not None
-            gallery = recognition.enrol_folder(watchlist).gallery
+            pipeline = models.pipeline(enrol_folder(models, watchlist).gallery, settings.tracking)
             described = f"watchlist folder {watchlist}"
-        match_threshold = recognition.threshold(len(gallery.subjects))
         # Opened last, so that a live stream starts when analysis can keep up with it.
         frame_source = open_source(source, settings.video)
     except WatchkeeperError as exc:
         if store is not None:
             store.close()
         raise fail(exc) from None
+    gallery = pipeline.matcher.gallery
     log.info(
         "%s: %d subjects, %d templates; detector %s; embedder %s; threshold %.3f",
         described,
         len(gallery.subjects),
         len(gallery),
-        recognition.detector.name,
-        face_embedder.model_id,
-        match_threshold,
+        models.detector.name,
+        models.embedder.model_id,
+        pipeline.matcher.threshold,
     )
     if not gallery.subjects:
         log.warning("%s has no searchable entries; nothing can match", described)
-    pipeline = recognition.pipeline(gallery, match_threshold)
     switched_warned = False
 
     def handle(item: CameraEvent | None) -> None:
@@ -391,42 +284,36 @@ def scan(
         if item is not None:
             event = item.event
             record = match_record(event)
-            if stored is not None:
-                alert = stored.record(event, pipeline.matcher.threshold)
+            if live is not None:
+                alert = live.store(event)
                 if alert is None:
                     return  # suspended, restricted or expired since the gallery was loaded
                 record |= {"alert": alert.alert_id, "label": alert.label}
             if save_matches is not None:
                 save_match(event, save_matches)
             _emit(record, as_json)
-        if stored is not None and stored.refresh_due():
-            refreshed = stored.load()  # this model's templates only, whatever happened
-            pipeline.matcher = Matcher(
-                refreshed,
-                recognition.threshold(len(refreshed.subjects)),
-                settings.matching.top_k,
-            )
-            if stored.model_changed and not switched_warned:
-                switched_warned = True
-                if frame_source.live:
-                    raise ModelSwitched(
-                        f"the watchlist is now searched with {stored.organisation_model}"
-                    )
-                log.warning(
-                    "the watchlist is now searched with %s; this scan of a file goes on with "
-                    "%s to its end", stored.organisation_model, face_embedder.model_id,
-                )  # fmt: skip
+        if live is not None and live.refresh() and live.model_changed and not switched_warned:
+            switched_warned = True
+            if frame_source.live:
+                raise ModelSwitched(
+                    f"the watchlist is now searched with {live.watchlist.organisation_model}"
+                )
+            log.warning(
+                "the watchlist is now searched with %s; this scan of a file goes on with "
+                "%s to its end", live.watchlist.organisation_model, models.embedder.model_id,
+            )  # fmt: skip
 
     sweeper = RetentionSweeper(store, settings.store.sweep_interval_s).start() if store else None
     try:
         while True:
-            run = run_source(recognition, camera or source, frame_source, pipeline, handle)
+            with progress_display(frame_source, pipeline) as show:
+                name = camera or source
+                run = run_source(settings, models, name, frame_source, pipeline, handle, show)
             if not isinstance(run.failure, ModelSwitched) or run.interrupted:
                 break
             # A live source: go on with the new model (its open tracks were decided, and
             # their matches stored, with the old one).
-            _emit(run.summary(), as_json)
-            assert stored is not None
+            _emit(summary_of(run), as_json)
             assert store is not None
             log.warning("%s; the scan goes on with it", run.failure)
             try:
@@ -434,15 +321,9 @@ def scan(
                     store, settings, organisation, None
                 )
                 settings = ensure_models(ctx.obj.settings(**overrides), True, stderr)
-                recognition = Recognition.load(settings)
-                face_embedder = recognition.embedder
-                stored = CameraWatchlist(
-                    store, camera, face_embedder.model_id, settings.store.watchlist_refresh_s,
-                    organisation, settings=settings,
-                )  # fmt: skip
-                pipeline = recognition.pipeline(
-                    stored.gallery, recognition.threshold(len(stored.gallery.subjects))
-                )
+                models = FaceModels.load(settings)
+                live = LiveCamera(store, models, settings, camera, organisation, notify=True)
+                pipeline = live.pipeline
                 frame_source = open_source(source, settings.video)
             except WatchkeeperError as exc:
                 raise fail(exc) from None
@@ -452,7 +333,7 @@ def scan(
             sweeper.stop()
         if store is not None:
             store.close()
-    _emit(run.summary(), as_json)
+    _emit(summary_of(run), as_json)
     failure = None if isinstance(run.failure, ModelSwitched) else run.failure
     interrupted = run.interrupted
     if failure is not None:

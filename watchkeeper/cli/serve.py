@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import uuid
 from typing import Annotated
 
 import typer
@@ -11,19 +13,27 @@ from watchkeeper.cli.admin import initialise, report_initialised
 from watchkeeper.cli.app import app, stderr
 from watchkeeper.cli.records import OrganisationOption, cli_errors
 from watchkeeper.config import Settings
+from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
+from watchkeeper.governance.accounts import check_password_rules, set_password
+from watchkeeper.governance.organisation import first_administrator
+from watchkeeper.governance.subjects import model_in_use
 from watchkeeper.models.provision import embedder_chosen, ensure_models
-from watchkeeper.store.database import Store, open_store
+from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.store.database import Store, database_is_empty, open_store
 from watchkeeper.store.lock import DataFolderLock
-from watchkeeper.store.models import Role, User
+from watchkeeper.store.models import Organisation, Role, User
+from watchkeeper.vision.detection import detector_backend
 
 FIRST_ORGANISATION = "My shop"
 """The organisation a first start creates when none is named."""
 
 
 def first_start(settings: Settings) -> bool:
-    """Nothing has been set up yet: no encryption key exists (its file or WATCHKEEPER_KEY)."""
-    return settings.key is None and not settings.key_file.exists()
+    """Nothing has been set up yet: no encryption key exists (its file or WATCHKEEPER_KEY),
+    or there is a key but no database (a new one is made with that key)."""
+    no_key = settings.key is None and not settings.key_file.exists()
+    return no_key or database_is_empty(settings)
 
 
 def open_or_initialise(ctx: typer.Context, organisation: str | None) -> tuple[Store, str]:
@@ -35,23 +45,76 @@ def open_or_initialise(ctx: typer.Context, organisation: str | None) -> tuple[St
         with store.session() as session:
             found = access.organisation(session, organisation)
             name = found.name
-            can_sign_in = session.scalars(
+            admins = session.scalars(
                 select(User).where(
-                    User.organisation_id == found.id,
-                    User.role == Role.ADMIN,
-                    User.active,
-                    User.password_hash.is_not(None),
+                    User.organisation_id == found.id, User.role == Role.ADMIN, User.active
                 )
-            ).first()
+            ).all()
+            waiting = [admin.name for admin in admins if admin.password_hash is None]
+            can_sign_in = len(waiting) < len(admins)
+        if not can_sign_in:
+            if sys.stdin.isatty() and stderr.is_terminal:
+                make_first_administrator(store, found.id, waiting[0] if waiting else None)
+            else:
+                say_how_to_make_the_first_administrator(waiting)
     except BaseException:
         store.close()
         raise
-    if can_sign_in is None:
-        stderr.print(
-            "[bold]No administrator can sign in yet.[/bold] In another terminal, run "
-            "`watchkeeper users create NAME --role admin` (it asks for a password)."
-        )
     return store, name
+
+
+def make_first_administrator(
+    store: Store, organisation_id: uuid.UUID, waiting: str | None
+) -> None:
+    """On a terminal: ask for the first administrator's name and password now (or the
+    password of the one `init --admin` made without one), so that the shop can sign
+    in as soon as the service answers."""
+    stderr.print("[bold]No administrator can sign in yet.[/bold] Make one now.")
+    if waiting is None:
+        name = typer.prompt("Administrator's user name", default="admin")
+    else:
+        name = waiting
+        stderr.print(f"{name!r} is the administrator; choose their password.")
+    while True:
+        password = typer.prompt(
+            "Password (12 characters or more)", hide_input=True, confirmation_prompt=True
+        )
+        try:
+            check_password_rules(password)
+        except PolicyError as exc:
+            stderr.print(f"{exc}; try again.")
+            continue
+        break
+    with store.session() as session:
+        found = session.get_one(Organisation, organisation_id)
+        if waiting is None:
+            admin = first_administrator(session, store.keys, found, name)
+        else:
+            admin = access.user(session, organisation_id, name)
+        set_password(session, store.keys, admin, admin, password)
+    stderr.print(f"{name!r} can sign in now.")
+
+
+def say_how_to_make_the_first_administrator(waiting: list[str]) -> None:
+    """Not on a terminal (a service manager, a script): say what to run elsewhere."""
+    if waiting:
+        name = waiting[0]
+        command = f"`watchkeeper users password {name} --user {name}`"
+        what = f"the administrator {name!r} has no password yet"
+    else:
+        command = "`watchkeeper users create NAME --role admin`"
+        what = "there is no administrator yet"
+    stderr.print(
+        f"[bold]No administrator can sign in yet[/bold] ({what}). In another terminal, "
+        f"run {command} (it asks for a password)."
+    )
+
+
+def models_in_use(settings: Settings, store: Store, organisation: str) -> tuple[str, str]:
+    """The detector the cameras run ('auto' resolved) and the organisation's embedder."""
+    with store.session() as session:
+        embedder = model_in_use(access.organisation(session, organisation), settings)
+    return detector_backend(settings.detection, ModelRegistry(settings.models_dir)), embedder
 
 
 @app.command()
@@ -68,12 +131,8 @@ def serve(
     # command would pay at start.
     import uvicorn
 
-    from watchkeeper.governance.live import StoredAlert
-    from watchkeeper.notify.notifier import Notifier
-    from watchkeeper.service.broadcast import AlertBroadcaster
-    from watchkeeper.service.supervisor import CameraHealth, Supervisor
+    from watchkeeper.service.runtime import Runtime
     from watchkeeper.web.app import create_app
-    from watchkeeper.web.routes.alerts import alert_message
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     with cli_errors():
@@ -84,20 +143,14 @@ def serve(
         store, name = open_or_initialise(ctx, organisation)
         settings = ctx.obj.settings(**({"web": overrides} if overrides else {}))
         settings = ensure_models(settings, embedder_chosen(ctx.obj.config_file), stderr)
-        notifier = Notifier(settings, store)
+        runtime = Runtime(settings, store)
+        detector, embedder = models_in_use(settings, store, name)
     web = settings.web
     stderr.print(f"Watchkeeper for {name} on http://{web.host}:{web.port}/ (Ctrl-C stops it).")
-    broadcaster = AlertBroadcaster()
-
-    def on_alert(camera: CameraHealth, alert: StoredAlert) -> None:
-        broadcaster.publish(alert_message(camera, alert))
-        notifier.wake()  # its webhooks and MQTT messages were queued with the alert
-
-    supervisor = Supervisor(settings, store, on_alert)
-    notifier.start()
+    stderr.print(f"Recognition runs the {detector} face detector and the {embedder} embedder.")
     try:
         uvicorn.run(
-            create_app(settings, store, supervisor, broadcaster),
+            create_app(settings, store, runtime),
             host=web.host,
             port=web.port,
             log_level="warning",
@@ -107,6 +160,5 @@ def serve(
             timeout_graceful_shutdown=3,
         )
     finally:
-        notifier.stop()  # what is not delivered yet stays queued for the next start
         store.close()
         lock.release()

@@ -33,9 +33,10 @@ from watchkeeper.config import Settings
 from watchkeeper.errors import ImageError
 from watchkeeper.evaluation.dataset import Dataset
 from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.vision.alignment import ALIGNMENT_VERSION, align
-from watchkeeper.vision.detection import FaceDetector, create_detector
-from watchkeeper.vision.embedding import FaceEmbedder, create_embedder, flip_average, mirror
+from watchkeeper.vision.detection import FaceDetector, detector_backend
+from watchkeeper.vision.embedding import FaceEmbedder, flip_average, mirror
 from watchkeeper.vision.images import decode_image
 from watchkeeper.vision.quality import gate
 
@@ -189,23 +190,19 @@ class DatasetEmbeddings:
 
 
 # Worker processes build their own models once (dlib objects cannot be pickled).
-_worker: tuple[FaceDetector, FaceEmbedder, Settings] | None = None
+_worker: tuple[FaceModels, Settings] | None = None
 
 
 def _start_worker(settings_json: str) -> None:
     global _worker
     settings = Settings.model_validate_json(settings_json)
-    registry = ModelRegistry(settings.models_dir)
-    _worker = (
-        create_detector(settings.detection, registry),
-        create_embedder(settings.embedder, registry, settings.inference),
-        settings,
-    )
+    _worker = (FaceModels.load(settings), settings)
 
 
 def _embed_file(path: str) -> ImageResult:
     assert _worker is not None
-    detector, embedder, settings = _worker
+    models, settings = _worker
+    detector, embedder = models.detector, models.embedder
     try:
         image = decode_image(Path(path).read_bytes(), path)
     except (ImageError, OSError) as exc:
@@ -223,7 +220,7 @@ def embed_dataset(
     """Vectors for every image, from the cache where possible, else in ``workers``
     processes (default: one per core)."""
     registry = ModelRegistry(settings.models_dir)
-    detector_name = create_detector(settings.detection, registry).name
+    detector_name = detector_backend(settings.detection, registry)
     # 'auto' resolved, so that the fingerprint names the detector actually used.
     settings = settings.model_copy(
         update={"detection": settings.detection.model_copy(update={"backend": detector_name})}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from watchkeeper.config import ReviewConfig, Settings
 from watchkeeper.errors import ImageError, NotFoundError, PolicyError
-from watchkeeper.governance import audit
+from watchkeeper.governance import audit, outbox
 from watchkeeper.governance.access import (
     Permission,
     ensure_owned,
@@ -27,8 +27,8 @@ from watchkeeper.governance.access import (
     short_id,
     site_scope,
 )
+from watchkeeper.governance.bands import score_band
 from watchkeeper.governance.subjects import ALERT_CROP, is_searchable, suspend
-from watchkeeper.notify import outbox
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import (
     Alert,
@@ -48,22 +48,6 @@ CONFIRMATIONS_NEEDED = 2
 
 NOTE_MAX_CHARS = 2000
 """Longest review note accepted: a few sentences of why, not a report."""
-
-Band = Literal["strong", "likely", "weak"]
-
-
-def score_band(score: float, threshold: float, config: ReviewConfig) -> Band:
-    """How far ``score`` lies above the calibrated ``threshold`` (cosine similarity), in
-    words: "strong", "likely" or "weak" by the margins of ``config`` (see
-    :class:`~watchkeeper.config.ReviewConfig` for why they are where they are). Shown
-    instead of the bare number, which invites reading 0.96 as "96% sure". The margin is
-    rounded to millionths, so that 0.9712 - 0.9512 is 0.02 and not just below it."""
-    margin = round(score - threshold, 6)
-    if margin >= config.strong_margin:
-        return "strong"
-    if margin >= config.likely_margin:
-        return "likely"
-    return "weak"
 
 
 def sighting_flags(sighting: dict[str, Any] | None, config: ReviewConfig) -> list[str]:

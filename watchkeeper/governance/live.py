@@ -11,10 +11,10 @@ from watchkeeper.config import Settings
 from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
 from watchkeeper.governance.alerts import record_alert
-from watchkeeper.governance.subjects import model_name, searchable_gallery
+from watchkeeper.governance.outbox import queue_alert_event
+from watchkeeper.governance.subjects import searchable_gallery
 from watchkeeper.matching.gallery import Gallery
-from watchkeeper.notify.outbox import queue_alert_event
-from watchkeeper.pipeline import MatchEvent
+from watchkeeper.pipeline import MatchEvent, model_name
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import Camera, Organisation, Subject
 
@@ -90,11 +90,9 @@ class CameraWatchlist:
     def refresh_due(self) -> bool:
         return time.monotonic() - self._loaded_at >= self.refresh_s
 
-    def record(self, event: MatchEvent, threshold: float) -> StoredAlert | None:
+    def record(self, event: MatchEvent) -> StoredAlert | None:
         """Store ``event`` as a pending alert; None if the entry is no longer searchable."""
-        return record_match(
-            self.store, self.camera_id, self.model_id, event, threshold, self.settings
-        )
+        return record_match(self.store, self.camera_id, self.model_id, event, self.settings)
 
 
 def record_match(
@@ -102,7 +100,6 @@ def record_match(
     camera_id: uuid.UUID,
     model_id: str,
     event: MatchEvent,
-    threshold: float,
     settings: Settings | None = None,
 ) -> StoredAlert | None:
     """Store a camera's match as a pending alert; None if the entry is no longer
@@ -119,7 +116,7 @@ def record_match(
             camera,
             uuid.UUID(event.subject),
             score=event.score,
-            threshold=threshold,
+            threshold=event.threshold,
             model_id=model_id,
             probe=event.probe,
             crop=event.shots[0],

@@ -40,15 +40,14 @@ from watchkeeper.governance import access, audit
 from watchkeeper.governance.access import Permission, require
 from watchkeeper.governance.subjects import (
     FACE_IMAGE,
-    FaceModels,
     effective_status,
     locked_organisation,
     make_template,
     model_in_use,
-    model_name,
     visible_to,
 )
 from watchkeeper.matching.watchlist import PhotoRefused, enrolment_face
+from watchkeeper.pipeline import FaceModels, model_name
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import FaceImage, Organisation, Subject, Template, User, utcnow
 from watchkeeper.vision.images import decode_image

@@ -20,14 +20,9 @@ from watchkeeper.errors import PolicyError, WatchlistError
 from watchkeeper.governance import audit
 from watchkeeper.governance.access import Permission, ensure_owned, require
 from watchkeeper.governance.alerts import alert_view, probe_vector
-from watchkeeper.governance.subjects import (
-    ALERT_CROP,
-    FACE_IMAGE,
-    FaceModels,
-    subject_view,
-    template_vector,
-)
+from watchkeeper.governance.subjects import ALERT_CROP, FACE_IMAGE, subject_view, template_vector
 from watchkeeper.matching.watchlist import PhotoRefused, enrolment_face
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import (
     Alert,

@@ -31,7 +31,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from watchkeeper.config import QualityConfig, Settings
+from watchkeeper.config import Settings
 from watchkeeper.errors import ImageError, NotFoundError, PolicyError, WatchlistError
 from watchkeeper.governance import audit
 from watchkeeper.governance.access import (
@@ -44,7 +44,7 @@ from watchkeeper.governance.access import (
 )
 from watchkeeper.matching.gallery import Gallery
 from watchkeeper.matching.watchlist import PhotoRefused, enrolment_face
-from watchkeeper.models.registry import ModelRegistry
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.crypto import KeyRing
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import (
@@ -63,8 +63,6 @@ from watchkeeper.store.models import (
     User,
     utcnow,
 )
-from watchkeeper.vision.detection import FaceDetector, create_detector
-from watchkeeper.vision.embedding import FaceEmbedder, create_embedder
 from watchkeeper.vision.images import decode_image
 
 FACE_IMAGE = "face-image"
@@ -74,27 +72,6 @@ ALERT_CROP = "alert-crop"
 EXPIRED = "expired"
 """Shown instead of the stored status once an entry's expiry has passed (the
 sweep then deletes it; "erased" entries exist only as audit events)."""
-
-
-@dataclass(frozen=True)
-class FaceModels:
-    """What turns a photo into a template: the detector, the embedder and the gate."""
-
-    detector: FaceDetector
-    embedder: FaceEmbedder
-    quality: QualityConfig
-
-    @classmethod
-    def load(cls, settings: Settings, embedder: str | None = None) -> FaceModels:
-        """The configured detector and quality gate, and the embedder called ``embedder``
-        (default ``settings.embedder``; for the stored watchlist, the organisation's
-        model in use: :func:`model_in_use`)."""
-        registry = ModelRegistry(settings.models_dir)
-        return cls(
-            create_detector(settings.detection, registry),
-            create_embedder(embedder or settings.embedder, registry, settings.inference),
-            settings.quality,
-        )
 
 
 @dataclass(frozen=True)
@@ -120,11 +97,6 @@ def model_in_use(organisation: Organisation, settings: Settings) -> str:
     a model switch), else, while it holds nothing, the configured one. Everything that
     embeds or searches for the stored watchlist asks this, and nothing else."""
     return organisation.embedder or settings.embedder
-
-
-def model_name(model_id: str) -> str:
-    """The registry name in a template's model id (``ModelSpec.model_id``, "name@version")."""
-    return model_id.rpartition("@")[0] or model_id
 
 
 def locked_organisation(session: Session, organisation_id: uuid.UUID) -> Organisation:

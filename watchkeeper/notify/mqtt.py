@@ -17,8 +17,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from watchkeeper.config import MqttConfig
-from watchkeeper.notify.outbox import site_slug
-from watchkeeper.notify.webhook import DeliveryError
+from watchkeeper.governance.outbox import site_slug
+from watchkeeper.notify.channels import DeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class MqttPublisher:
         self.config = config
         self.timeout_s = timeout_s
         self.where = f"{config.host}:{config.port}"
+        self.destination = config.destination
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id)
         if config.username is not None:
             password = config.password.get_secret_value() if config.password else None
@@ -74,7 +75,7 @@ class MqttPublisher:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def publish(self, delivery_id: str, payload: dict[str, Any]) -> None:
+    def send(self, event: str, delivery_id: str, payload: dict[str, Any]) -> None:
         """Publish one notification and wait for the broker's acknowledgement (QoS 1);
         raises :class:`DeliveryError` if not connected or not acknowledged in time."""
         if not self.client.is_connected():

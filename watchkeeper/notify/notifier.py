@@ -11,12 +11,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from watchkeeper.config import NotifyConfig, Settings
-from watchkeeper.notify.mqtt import MqttPublisher
-from watchkeeper.notify.outbox import MQTT, outbox_counts, webhook_destination
-from watchkeeper.notify.webhook import DeliveryError, Webhook, webhook_secret
+from watchkeeper.governance.outbox import outbox_counts
+from watchkeeper.notify.channels import DeliveryError, open_channels
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import OutboxMessage, utcnow
 
@@ -53,55 +53,42 @@ class Notifier:
 
     :meth:`start` returns at once; a thread then sends each due notification, oldest
     first, every ``poll_s`` seconds (or at once after :meth:`wake`). A failed attempt is
-    retried after :func:`retry_delay`; the destination's later notifications wait
-    behind it (a receiver that is down is tried once per retry, not once per
-    notification). After ``max_attempts`` the notification is marked failed, kept and
-    logged. :meth:`stop` waits briefly for the attempt under way; whatever is not yet
-    delivered stays in the outbox for the next start. With nothing configured it starts
+    retried after :func:`retry_delay`; meanwhile the destination rests for at most
+    ``probe_s`` before its next notification is tried (a receiver that is down is tried
+    about once per ``probe_s``, not once per notification, and one notification it
+    refuses does not hold back the others). When one gets through after failures, the
+    others that failed meanwhile are due at once. After ``max_attempts`` a notification
+    is marked failed, kept and logged. :meth:`stop` waits briefly for the attempt under
+    way; whatever is not yet delivered stays in the outbox for the next start. With
+    nothing configured it starts
     no thread and connects nowhere.
     """
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.config = settings.notify
         self.store = store
-        self.webhooks = {
-            webhook_destination(hook.name): Webhook(
-                hook.name,
-                hook.url,
-                webhook_secret(
-                    hook.name,
-                    hook.secret.get_secret_value() if hook.secret else None,
-                    hook.secret_env,
-                ),
-                self.config.timeout_s,
-            )
-            for hook in self.config.webhooks
-        }
-        self.mqtt = (
-            MqttPublisher(self.config.mqtt, self.config.timeout_s) if self.config.mqtt else None
-        )
+        self.channels = open_channels(self.config)
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._held: dict[str, dt.datetime] = {}
-        """Destinations whose oldest notification failed: not tried again until then."""
+        """Destinations whose last notification failed: not tried again until then."""
+        self._failing: set[str] = set()
+        """Destinations whose last attempt failed (until one gets through)."""
 
     @property
     def configured(self) -> bool:
-        return bool(self.webhooks) or self.mqtt is not None
+        return bool(self.channels)
 
     def start(self) -> Notifier:
         if self._thread is not None or not self.configured:
             return self
         self._stopping.clear()
-        if self.mqtt is not None:
-            self.mqtt.start()
+        for channel in self.channels.values():
+            channel.start()
         self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
         self._thread.start()
-        log.info(
-            "notifications on: %s",
-            ", ".join([*self.webhooks, *([MQTT] if self.mqtt else [])]),
-        )
+        log.info("notifications on: %s", ", ".join(self.channels))
         return self
 
     def wake(self) -> None:
@@ -120,8 +107,8 @@ class Notifier:
         if self._thread.is_alive():
             log.warning("a notification was still being sent at stop; it will be retried")
         self._thread = None
-        if self.mqtt is not None:
-            self.mqtt.stop()
+        for channel in self.channels.values():
+            channel.stop()
 
     def counts(self) -> dict[str, int]:
         """Notifications pending, delivered and failed (given up), from the outbox."""
@@ -183,19 +170,15 @@ class Notifier:
             )
 
     def _send(self, claimed: _Claimed) -> None:
-        delivery_id = str(claimed.id)
-        if claimed.destination == MQTT and self.mqtt is not None:
-            self.mqtt.publish(delivery_id, claimed.payload)
-        elif claimed.destination in self.webhooks:
-            self.webhooks[claimed.destination].send(claimed.event, delivery_id, claimed.payload)
-        else:
+        channel = self.channels.get(claimed.destination)
+        if channel is None:
             raise DeliveryError(f"{claimed.destination} is no longer configured")
+        channel.send(claimed.event, str(claimed.id), claimed.payload)
 
     def _record(self, claimed: _Claimed, error: str | None) -> None:
         now = utcnow()
         gave_up = error is not None and (
-            claimed.attempts >= self.config.max_attempts
-            or not (claimed.destination in self.webhooks or claimed.destination == MQTT)
+            claimed.attempts >= self.config.max_attempts or claimed.destination not in self.channels
         )
         with self.store.session() as session:
             message = session.get(OutboxMessage, claimed.id, with_for_update=True)
@@ -205,6 +188,9 @@ class Notifier:
             if error is None:
                 message.delivered_at = now
                 self._held.pop(claimed.destination, None)
+                if claimed.destination in self._failing or claimed.attempts > 1:
+                    self._failing.discard(claimed.destination)
+                    self._receiver_back(session, claimed.destination, now)
                 log.info("notification %s delivered to %s", claimed.id, claimed.destination)
             elif gave_up:
                 message.failed_at = now
@@ -215,9 +201,28 @@ class Notifier:
             else:
                 delay = retry_delay(self.config, claimed.attempts)
                 message.next_attempt_at = now + dt.timedelta(seconds=delay)
-                self._held[claimed.destination] = message.next_attempt_at
+                # The destination rests, but not behind this notification's own backoff:
+                # another of its notifications is tried after at most probe_s.
+                probe = now + dt.timedelta(seconds=self.config.probe_s)
+                self._held[claimed.destination] = min(message.next_attempt_at, probe)
+                self._failing.add(claimed.destination)
                 log.warning(
                     "notification %s to %s failed (attempt %d of %d): %s; retrying in %.1f s",
                     claimed.id, claimed.destination, claimed.attempts,
                     self.config.max_attempts, error, delay,
                 )  # fmt: skip
+
+    def _receiver_back(self, session: Session, destination: str, now: dt.datetime) -> None:
+        """A notification got through to ``destination`` after failures: the others that
+        failed while it was down are due now, not at the end of their backoff."""
+        session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.destination == destination,
+                OutboxMessage.delivered_at.is_(None),
+                OutboxMessage.failed_at.is_(None),
+                OutboxMessage.last_error.is_not(None),
+                OutboxMessage.next_attempt_at > now,
+            )
+            .values(next_attempt_at=now)
+        )

@@ -30,14 +30,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from watchkeeper.config import WebhookConfig
 from watchkeeper.errors import ConfigError
+from watchkeeper.notify.channels import DeliveryError
 
 USER_AGENT = "Watchkeeper-Webhook/1"
 SIGNATURE_TOLERANCE_S = 300
-
-
-class DeliveryError(Exception):
-    """One attempt failed; the notifier retries later. The message says why."""
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -83,12 +81,26 @@ class Webhook:
 
     def __init__(self, name: str, url: str, secret: bytes, timeout_s: float) -> None:
         self.name = name
+        self.destination = f"webhook:{name}"
         self.url = url
         self.secret = secret
         self.timeout_s = timeout_s
         self._opener = urllib.request.build_opener(
             urllib.request.ProxyHandler({}), _RefuseRedirects()
         )
+
+    @classmethod
+    def from_config(cls, hook: WebhookConfig, timeout_s: float) -> Webhook:
+        secret = hook.secret.get_secret_value() if hook.secret else None
+        return cls(
+            hook.name, hook.url, webhook_secret(hook.name, secret, hook.secret_env), timeout_s
+        )
+
+    def start(self) -> None:
+        """Nothing to connect: each notification is one request."""
+
+    def stop(self) -> None:
+        """Nothing held between notifications."""
 
     def send(self, event: str, delivery_id: str, payload: dict[str, Any]) -> None:
         """POST ``payload``; raises :class:`DeliveryError` unless the answer is 2xx.

@@ -5,7 +5,7 @@ runs the streaming engine and sends the supervisor, through a queue:
 
 - ``("running", model_id)`` once it streams;
 - ``("health", frames, fps, dropped)`` every second, frames or not;
-- ``("match", MatchEvent, threshold)`` for each match (the supervisor stores it);
+- ``("match", MatchEvent)`` for each match (the supervisor stores it);
 - ``("error", text)`` when the source fails or cannot be opened.
 
 It reloads the watchlist within a quarter of a second of the supervisor setting
@@ -30,27 +30,26 @@ Faces that match nobody never leave it.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
 import time
-import traceback
 import uuid
 from multiprocessing.synchronize import Event as SyncEvent
 
 from watchkeeper.config import Settings
 from watchkeeper.errors import WatchkeeperError
-from watchkeeper.governance.live import CameraWatchlist
 from watchkeeper.governance.organisation import camera_source
 from watchkeeper.governance.subjects import model_in_use
-from watchkeeper.models.registry import ModelRegistry
-from watchkeeper.pipeline import CameraPipeline, Matcher, resolve_threshold
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.service.lifetime import die_with_parent
+from watchkeeper.service.live_camera import LiveCamera
 from watchkeeper.store.database import open_store
 from watchkeeper.store.models import Camera, Organisation
 from watchkeeper.streaming.engine import RecognitionEngine
 from watchkeeper.video.sources import open_source
-from watchkeeper.vision.detection import create_detector
-from watchkeeper.vision.embedding import create_embedder
+
+log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 1.0
 EXIT_STOPPED = 0
@@ -77,8 +76,10 @@ def run_camera(
     except WatchkeeperError as exc:
         messages.put(("error", str(exc)))
         code = EXIT_SOURCE_ERROR
-    except BaseException:
-        messages.put(("error", traceback.format_exc(limit=4)))
+    except BaseException as exc:
+        # The cameras page says what went wrong in words; the traceback goes to the log.
+        log.exception("camera worker failed")
+        messages.put(("error", f"unexpected error: {type(exc).__name__}: {exc}"))
         code = EXIT_FAILED
     raise SystemExit(code)
 
@@ -101,43 +102,31 @@ def _watch(
             settings = settings.model_copy(
                 update={"embedder": model_in_use(organisation, settings)}
             )
-        registry = ModelRegistry(settings.models_dir)
-        detector = create_detector(settings.detection, registry)
-        embedder = create_embedder(settings.embedder, registry, settings.inference)
-        watchlist = CameraWatchlist(
-            store, name, embedder.model_id, settings.store.watchlist_refresh_s, None
-        )
-        if watchlist.model_changed:  # a switch finished while the models were loading
+        models = FaceModels.load(settings)
+        camera_chain = LiveCamera(store, models, settings, name)
+        if camera_chain.model_changed:  # a switch finished while the models were loading
             return EXIT_MODEL_CHANGED
-
-        def matcher() -> Matcher:
-            size = len(watchlist.gallery.subjects)
-            threshold = resolve_threshold(settings, registry, size)
-            return Matcher(watchlist.gallery, threshold, settings.matching.top_k)
-
-        pipeline = CameraPipeline(embedder.model_id, matcher(), settings.tracking)
-        engine = RecognitionEngine.with_models(settings, registry, detector, embedder)
+        pipeline = camera_chain.pipeline
+        engine = RecognitionEngine.with_models(settings, models)
         feed = engine.add_camera(name, open_source(source, settings.video), pipeline)
         engine.start()
-        messages.put(("running", embedder.model_id))
+        messages.put(("running", models.embedder.model_id))
         reported = 0.0
         switched = False
         for item in engine.events(poll_s=0.25):
             if stop.is_set() or switched:
                 engine.stop()
             if item is not None:
-                messages.put(("match", item.event, pipeline.matcher.threshold))
+                messages.put(("match", item.event))
             if time.monotonic() - reported >= HEALTH_INTERVAL_S:
                 reported = time.monotonic()
                 stats = pipeline.stats
                 messages.put(("health", stats.frames, feed.analysed_fps, feed.queue.dropped))
-            if reload.is_set() or watchlist.refresh_due():
-                reload.clear()  # before loading: a change committed meanwhile asks again
-                watchlist.load()
-                pipeline.matcher = matcher()  # still this model's templates only
-                if watchlist.model_changed and not switched:
-                    switched = True
-                    messages.put(("model", watchlist.organisation_model))
+            asked = reload.is_set()
+            reload.clear()  # before loading: a change committed meanwhile asks again
+            if camera_chain.refresh(now=asked) and camera_chain.model_changed and not switched:
+                switched = True
+                messages.put(("model", camera_chain.watchlist.organisation_model))
         if switched and not stop.is_set():
             return EXIT_MODEL_CHANGED
         if feed.error is not None:

@@ -38,9 +38,11 @@ from sqlalchemy.orm import Session
 from watchkeeper.config import Settings
 from watchkeeper.governance import access, audit
 from watchkeeper.governance.live import StoredAlert, record_match
+from watchkeeper.pipeline import MatchEvent
 from watchkeeper.service.camera_worker import EXIT_MODEL_CHANGED, EXIT_STOPPED, run_camera
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import Camera, Site
+from watchkeeper.streaming.processes import worker_settings
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,11 @@ class Supervisor:
         self._lock = threading.Lock()
         self._reconcile_lock = threading.Lock()
         self._reconcile_pending = False
+
+    @property
+    def camera_count(self) -> int:
+        """Cameras running now (at least 1): each worker gets its share of the cores."""
+        return max(1, len(self._runners))  # no lock: read while start() holds it
 
     @property
     def running(self) -> bool:
@@ -315,8 +322,8 @@ class _CameraRunner(threading.Thread):
         self.stop_worker = supervisor._context.Event()
         self.reload_watchlist = supervisor._context.Event()
         self.model_id = ""
-        self._unstored: collections.deque[tuple[str, Any, float]] = collections.deque()
-        """(model id, match, threshold) decided but not stored yet, oldest first."""
+        self._unstored: collections.deque[tuple[str, MatchEvent]] = collections.deque()
+        """(model id, match) decided but not stored yet, oldest first."""
         self._store_failures = 0
         self._next_store_at = 0.0
         self._worker_error: str | None = None
@@ -384,7 +391,8 @@ class _CameraRunner(threading.Thread):
     def _run_worker(self) -> tuple[int | None, bool]:
         """Run one worker to its end; its exit code, and whether it streamed for a while
         (then the next restart comes after a second again)."""
-        settings = self.supervisor.settings
+        # Its share of the cores, as `bench` measures it (streaming.processes = 0).
+        settings = worker_settings(self.supervisor.settings, self.supervisor.camera_count)
         messages: multiprocessing.Queue[tuple[Any, ...]] = self.supervisor._context.Queue()
         self.stop_worker.clear()
         self.reload_watchlist.clear()  # the new worker loads the watchlist as it is now
@@ -464,8 +472,7 @@ class _CameraRunner(threading.Thread):
             )
             return progressed
         if kind == "match":
-            _, event, threshold = message
-            self._unstored.append((self.model_id, event, threshold))
+            self._unstored.append((self.model_id, message[1]))
             self.store_alerts()  # at once, unless storing is failing and backing off
             return True
         if kind == "model":
@@ -486,15 +493,10 @@ class _CameraRunner(threading.Thread):
         if not self._unstored or (not force and time.monotonic() < self._next_store_at):
             return
         while self._unstored:
-            model_id, event, threshold = self._unstored[0]
+            model_id, event = self._unstored[0]
             try:
                 stored = record_match(
-                    self.supervisor.store,
-                    self.camera_id,
-                    model_id,
-                    event,
-                    threshold,
-                    self.supervisor.settings,
+                    self.supervisor.store, self.camera_id, model_id, event, self.supervisor.settings
                 )
             except Exception as exc:  # whatever the store raises, the match is kept
                 self._store_failed(exc)

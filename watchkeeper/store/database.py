@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -90,6 +90,23 @@ def schema_is_current(engine: Engine) -> bool:
     head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision() == head
+
+
+def database_is_empty(settings: Settings) -> bool:
+    """No database yet: no SQLite file, or a database without a single table. (One that
+    cannot be reached is not called empty: opening it says why.)"""
+    url = database_url(settings)
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and not Path(path).exists():
+            return True
+    engine = create_database_engine(url)
+    try:
+        return not inspect(engine).get_table_names()
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
 
 
 def load_key(settings: Settings) -> KeyRing:

@@ -38,6 +38,7 @@ from watchkeeper.pipeline import (
     AnalysedFrame,
     CameraPipeline,
     FaceAnalyser,
+    FaceModels,
     MatchEvent,
     shots_of,
     split_decidable,
@@ -162,18 +163,13 @@ class RecognitionEngine:
 
     @classmethod
     def with_models(
-        cls,
-        settings: Settings,
-        registry: ModelRegistry,
-        detector: FaceDetector,
-        embedder: FaceEmbedder,
-        timings: StageTimings | None = None,
+        cls, settings: Settings, models: FaceModels, timings: StageTimings | None = None
     ) -> RecognitionEngine:
-        """An engine for ``settings.streaming`` whose workers detect with ``detector``
-        (or a new one of its kind each) and which embeds with ``embedder``."""
+        """An engine for ``settings.streaming`` whose workers detect with ``models``'
+        detector (or a new one of its kind each) and which embeds with its embedder."""
         return cls(
-            analyser_factory(detector, settings, registry, embedder.layout),
-            embedder,
+            analyser_factory(models.detector, settings, models.registry, models.embedder.layout),
+            models.embedder,
             settings.streaming,
             timings,
         )

@@ -31,13 +31,10 @@ from typing import Any
 
 from watchkeeper.config import Settings
 from watchkeeper.errors import WatchkeeperError
-from watchkeeper.models.registry import ModelRegistry
-from watchkeeper.pipeline import CameraPipeline, PipelineStats
+from watchkeeper.pipeline import CameraPipeline, FaceModels, PipelineStats
 from watchkeeper.streaming.engine import CameraEvent, RecognitionEngine
 from watchkeeper.streaming.timing import StageTimings
 from watchkeeper.video.sources import open_source
-from watchkeeper.vision.detection import create_detector
-from watchkeeper.vision.embedding import create_embedder
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +79,23 @@ class WorkerUsage:
     peak_rss_mib: float = 0.0
 
 
+def worker_settings(settings: Settings, processes: int) -> Settings:
+    """The settings of one of ``processes`` worker processes that share this machine:
+    its share of the cores for analysis threads and CPU inference (unless the settings
+    fix them). The service's camera workers and :class:`ProcessEngine`'s use it alike."""
+    cores = max(1, (os.cpu_count() or 1) // max(1, processes))
+    streaming = settings.streaming.model_copy(
+        update={"workers": settings.streaming.workers or cores, "processes": 1}
+    )
+    inference = settings.inference.model_copy(
+        update={"threads": settings.inference.threads or cores}
+    )
+    return settings.model_copy(update={"streaming": streaming, "inference": inference})
+
+
 class ProcessEngine:
-    """Runs cameras in ``settings.streaming.processes`` worker processes.
+    """Runs cameras in ``settings.streaming.processes`` worker processes (0: one per
+    camera, as the service runs them).
 
     Use like :class:`RecognitionEngine`, with sources given as text::
 
@@ -120,10 +132,10 @@ class ProcessEngine:
         """Start the workers and wait until every one of them is streaming."""
         if not self.jobs:
             raise ValueError("no cameras to run")
-        count = min(self.processes, len(self.jobs))
-        cores = os.cpu_count() or 1
+        count = min(self.processes or len(self.jobs), len(self.jobs))
+        self.processes = count  # as run (0 asked for one per camera)
         shares = [self.jobs[index::count] for index in range(count)]
-        settings = self._worker_settings(max(1, cores // count))
+        settings = worker_settings(self.settings, count)
         self.workers = settings.streaming.workers
         for number, jobs in enumerate(shares):
             worker = self._context.Process(
@@ -162,16 +174,6 @@ class ProcessEngine:
             worker.join(10)
             if worker.is_alive():
                 worker.kill()
-
-    def _worker_settings(self, cores: int) -> Settings:
-        """Each worker's settings: its share of the cores for analysis and CPU inference."""
-        streaming = self.settings.streaming.model_copy(
-            update={"workers": self.settings.streaming.workers or cores, "processes": 1}
-        )
-        inference = self.settings.inference.model_copy(
-            update={"threads": self.settings.inference.threads or cores}
-        )
-        return self.settings.model_copy(update={"streaming": streaming, "inference": inference})
 
     def stop(self) -> None:
         """Stop decoding everywhere; workers decide their open tracks, then end."""
@@ -245,11 +247,8 @@ def _stream(
 ) -> None:
     """One engine over ``jobs``: ready once its models are loaded and sources opened,
     streaming once ``go`` is set, until its sources end or ``stop`` is set."""
-    registry = ModelRegistry(settings.models_dir)
-    detector = create_detector(settings.detection, registry)
-    embedder = create_embedder(settings.embedder, registry, settings.inference)
     timings = StageTimings()
-    engine = RecognitionEngine.with_models(settings, registry, detector, embedder, timings)
+    engine = RecognitionEngine.with_models(settings, FaceModels.load(settings), timings)
     failed: list[CameraReport] = []
     for job in jobs:
         try:

@@ -156,22 +156,28 @@ class DlibHogDetector(FaceDetector):
         return observations
 
 
+def detector_backend(config: DetectionConfig, registry: ModelRegistry) -> str:
+    """The detector ``config`` names, with 'auto' resolved: YuNet where its file is
+    found, else dlib's HOG. (Its name, without loading it.)"""
+    if config.backend != "auto":
+        return config.backend
+    return "yunet" if registry.locate(YUNET_MODEL) is not None else "hog"
+
+
 def create_detector(config: DetectionConfig, registry: ModelRegistry) -> FaceDetector:
     """The configured detector; 'auto' prefers YuNet and falls back to HOG.
 
     A YuNet file that is present but fails its checksum is refused rather than
     silently replaced: the installation is wrong and the user must know.
     """
-    backend = config.backend
-    if backend == "auto":
-        backend = "yunet" if registry.locate(YUNET_MODEL) is not None else "hog"
-        if backend == "hog":
-            log.info(
-                "YuNet model not found in %s; using dlib's HOG detector, which misses faces "
-                "under about 40 px (run `watchkeeper models fetch %s`)",
-                registry.models_dir,
-                YUNET_MODEL,
-            )
+    backend = detector_backend(config, registry)
+    if config.backend == "auto" and backend == "hog":
+        log.info(
+            "YuNet model not found in %s; using dlib's HOG detector, which misses faces "
+            "under about 40 px (run `watchkeeper models fetch %s`)",
+            registry.models_dir,
+            YUNET_MODEL,
+        )
     if backend == "yunet":
         return YuNetDetector(registry.verified_bytes(YUNET_MODEL, ModelRole.DETECTOR), config)
     path = registry.verified_path(DLIB_LANDMARKS_MODEL, ModelRole.LANDMARKS)

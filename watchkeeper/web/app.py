@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from watchkeeper.config import Settings
@@ -21,13 +19,10 @@ from watchkeeper.errors import (
     PolicyError,
     WatchlistError,
 )
-from watchkeeper.service.broadcast import AlertBroadcaster
-from watchkeeper.service.supervisor import Supervisor
+from watchkeeper.service.runtime import Runtime
 from watchkeeper.store.database import Store
 from watchkeeper.web.deps import NotSignedIn
-
-HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=HERE / "templates")
+from watchkeeper.web.templating import HERE, templates
 
 SECURITY_HEADERS = {
     # Pages, styles and scripts come from this server only; no page may frame ours.
@@ -39,16 +34,12 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(
-    settings: Settings,
-    store: Store,
-    supervisor: Supervisor | None = None,
-    broadcaster: AlertBroadcaster | None = None,
-) -> FastAPI:
+def create_app(settings: Settings, store: Store, runtime: Runtime | None = None) -> FastAPI:
     """The web app over ``store`` (which the caller opens and closes). With a
-    ``supervisor``, recognition starts with the app and stops with it: stopping
-    waits until every camera has stored its last alerts. ``broadcaster`` carries
-    new alerts to open alert pages."""
+    ``runtime``, recognition and notifications start with the app and stop with it:
+    stopping waits until every camera has stored its last alerts. Without one, the
+    app shows and reviews what is stored, and controls no camera."""
+    runtime = runtime or Runtime(settings, store, cameras=False)
     from watchkeeper.web.api import alerts as alerts_api
     from watchkeeper.web.api import audit as audit_api
     from watchkeeper.web.api import me
@@ -65,13 +56,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if supervisor is not None:
-            await run_in_threadpool(supervisor.start)
+        await run_in_threadpool(runtime.start)
         try:
             yield
         finally:
-            if supervisor is not None:
-                await run_in_threadpool(supervisor.stop)
+            await run_in_threadpool(runtime.stop)
 
     app = FastAPI(
         title="Watchkeeper",
@@ -81,8 +70,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.supervisor = supervisor
-    app.state.broadcaster = broadcaster or AlertBroadcaster()
+    app.state.runtime = runtime
+    app.state.supervisor = runtime.supervisor
+    app.state.broadcaster = runtime.broadcaster
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(auth.router)
     app.include_router(home.router)

@@ -17,7 +17,8 @@ from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
 from watchkeeper.governance.access import Permission
 from watchkeeper.governance.accounts import current_session, token_owner
-from watchkeeper.governance.subjects import FaceModels, model_in_use
+from watchkeeper.governance.subjects import model_in_use
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import LoginSession, Organisation, User
 

@@ -20,8 +20,9 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from watchkeeper.config import WebConfig
 from watchkeeper.errors import ImageError
-from watchkeeper.governance.subjects import EnrolmentPhoto, FaceModels
+from watchkeeper.governance.subjects import EnrolmentPhoto
 from watchkeeper.matching.watchlist import PhotoRefused, enrolment_face
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.vision.images import decode_image
 
 MEGABYTE = 1_000_000

@@ -18,14 +18,13 @@ from watchkeeper.governance import access
 from watchkeeper.governance.access import Permission
 from watchkeeper.governance.alerts import (
     NOTE_MAX_CHARS,
-    Band,
     alert_view,
     browse_alerts,
     card_details,
     review,
-    score_band,
     show_alert,
 )
+from watchkeeper.governance.bands import Band, score_band
 from watchkeeper.store.models import Alert, AlertStatus, Decision
 from watchkeeper.web.deps import Caller, DatabaseSession, permitted, settings_of, store_of
 

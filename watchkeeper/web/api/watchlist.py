@@ -21,7 +21,6 @@ from watchkeeper.governance.access import Permission
 from watchkeeper.governance.incidents import incident_view, list_incidents, record_incident
 from watchkeeper.governance.subjects import (
     EnrolmentPhoto,
-    FaceModels,
     PhotosRefused,
     approve,
     enrol,
@@ -33,6 +32,7 @@ from watchkeeper.governance.subjects import (
     show_subject,
     suspend,
 )
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import IncidentCategory, utcnow
 from watchkeeper.web.deps import ApiCaller, Caller, DatabaseSession, Models, permitted, store_of
 from watchkeeper.web.uploads import UploadTooLarge, photos_of, read_upload, refused_badge

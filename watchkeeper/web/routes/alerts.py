@@ -26,14 +26,12 @@ from watchkeeper.governance.alerts import (
     browse_alerts,
     card_details,
     review,
-    score_band,
     show_alert,
 )
-from watchkeeper.governance.live import StoredAlert
+from watchkeeper.governance.bands import score_band
 from watchkeeper.service.broadcast import AlertBroadcaster
-from watchkeeper.service.supervisor import CameraHealth
+from watchkeeper.service.runtime import SITE_KEY
 from watchkeeper.store.models import Alert, AlertStatus, Decision
-from watchkeeper.web.app import templates
 from watchkeeper.web.deps import (
     CheckedUser,
     CurrentUser,
@@ -44,28 +42,9 @@ from watchkeeper.web.deps import (
     settings_of,
     store_of,
 )
+from watchkeeper.web.templating import templates
 
 router = APIRouter(tags=["alerts"])
-
-SITE_KEY = "site_id"
-"""The broadcast message's field naming the alert's site: used to choose who is told,
-never sent on."""
-
-
-def alert_message(camera: CameraHealth, alert: StoredAlert) -> dict[str, Any]:
-    """What the service broadcasts about a new alert (no face data: the page asks for
-    the crop, with its own authorisation, when it shows the alert). ``site_id`` only
-    chooses the pages that are told; :func:`public_message` removes it."""
-    return {
-        "id": alert.alert_id,
-        "camera": camera.name,
-        "subject_label": alert.label,
-        "score": alert.score,
-        "threshold": alert.threshold,
-        "occurred_at": alert.occurred_at,
-        "status": AlertStatus.PENDING.value,
-        SITE_KEY: alert.site_id,
-    }
 
 
 def public_message(message: dict[str, Any], config: ReviewConfig) -> dict[str, Any]:

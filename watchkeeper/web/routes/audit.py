@@ -21,8 +21,8 @@ from watchkeeper.governance.access import Permission
 from watchkeeper.governance.audit_log import AuditFilter, browse, compact, export_csv
 from watchkeeper.governance.reporting import Period, transparency_report
 from watchkeeper.store.models import utcnow
-from watchkeeper.web.app import templates
 from watchkeeper.web.deps import CurrentUser, DatabaseSession, permitted, settings_of, store_of
+from watchkeeper.web.templating import templates
 
 router = APIRouter(tags=["audit"])
 

@@ -16,7 +16,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from watchkeeper.governance import access
 from watchkeeper.governance.accounts import SignInRefused, open_session, sign_in, sign_out
-from watchkeeper.web.app import templates
 from watchkeeper.web.deps import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -25,6 +24,7 @@ from watchkeeper.web.deps import (
     settings_of,
     store_of,
 )
+from watchkeeper.web.templating import templates
 
 router = APIRouter(tags=["sign-in"])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from watchkeeper.web.app import templates
 from watchkeeper.web.deps import CurrentUser
+from watchkeeper.web.templating import templates
 
 router = APIRouter(tags=["pages"])
 

@@ -32,10 +32,9 @@ from watchkeeper.governance.model_switch import (
     switch_model,
     unsearchable_entries,
 )
-from watchkeeper.governance.subjects import FaceModels
 from watchkeeper.models.registry import ModelRegistry, ModelRole
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import Organisation
-from watchkeeper.web.app import templates
 from watchkeeper.web.deps import (
     Caller,
     CheckedUser,
@@ -44,6 +43,7 @@ from watchkeeper.web.deps import (
     permitted,
     settings_of,
 )
+from watchkeeper.web.templating import templates
 
 log = logging.getLogger(__name__)
 

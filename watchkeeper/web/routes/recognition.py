@@ -40,7 +40,6 @@ from watchkeeper.web.api.cameras import (
     ConnectionTestPublic,
 )
 from watchkeeper.web.api.schemas import CameraHealthPublic
-from watchkeeper.web.app import templates
 from watchkeeper.web.deps import (
     Caller,
     CheckedUser,
@@ -49,6 +48,7 @@ from watchkeeper.web.deps import (
     SignedIn,
     permitted,
 )
+from watchkeeper.web.templating import templates
 
 router = APIRouter(tags=["cameras"])
 

@@ -22,7 +22,6 @@ from watchkeeper.governance.incidents import incident_view, list_incidents, reco
 from watchkeeper.governance.subjects import (
     EXPIRED,
     EnrolmentPhoto,
-    FaceModels,
     PhotosRefused,
     approve,
     enrol,
@@ -34,8 +33,8 @@ from watchkeeper.governance.subjects import (
     show_subject,
     suspend,
 )
+from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.models import IncidentCategory, SubjectStatus, utcnow
-from watchkeeper.web.app import templates
 from watchkeeper.web.deps import (
     CheckedUser,
     CurrentUser,
@@ -47,6 +46,7 @@ from watchkeeper.web.deps import (
     settings_of,
     store_of,
 )
+from watchkeeper.web.templating import templates
 from watchkeeper.web.uploads import (
     PhotoBadge,
     UploadTooLarge,

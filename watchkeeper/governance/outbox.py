@@ -10,27 +10,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from watchkeeper.config import Settings
-from watchkeeper.governance import alerts, audit
+from watchkeeper.governance import audit
+from watchkeeper.governance.bands import score_band
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import Alert, Organisation, OutboxMessage, utcnow
 
 Event = Literal["alert.created", "alert.confirmed", "alert.rejected"]
 
-MQTT = "mqtt"
-"""The destination name of the MQTT broker."""
-
-
-def webhook_destination(name: str) -> str:
-    return f"webhook:{name}"
-
 
 def destinations(settings: Settings, event: Event) -> list[str]:
     """Where ``event`` goes under ``settings``: the webhooks that asked for it, and the
     MQTT broker (which gets every event). Empty when nothing is configured."""
-    found = [webhook_destination(h.name) for h in settings.notify.webhooks if event in h.events]
-    if settings.notify.mqtt is not None:
-        found.append(MQTT)
-    return found
+    return [channel.destination for channel in settings.notify.channels if channel.wants(event)]
 
 
 def alert_payload(
@@ -50,7 +41,7 @@ def alert_payload(
         "camera": alert.camera.name,
         "entry": alert.subject.label,
         "status": alert.status.value,
-        "band": alerts.score_band(score, threshold, settings.review),
+        "band": score_band(score, threshold, settings.review),
         "score": score,
         "threshold": threshold,
         "occurred_at": alert.occurred_at.isoformat(),

@@ -27,10 +27,11 @@ from watchkeeper.config import Settings
 from watchkeeper.errors import BackupError, EncryptionKeyError, PolicyError
 from watchkeeper.governance import audit
 from watchkeeper.governance.organisation import add_camera, update_camera
-from watchkeeper.governance.subjects import ALERT_CROP, FACE_IMAGE, FaceModels, delete_alerts
+from watchkeeper.governance.subjects import ALERT_CROP, FACE_IMAGE, delete_alerts
+from watchkeeper.pipeline import FaceModels
+from watchkeeper.service import backup as backups
+from watchkeeper.service.backup import MANIFEST, BackupManifest, backup, read_contents, restore
 from watchkeeper.service.supervisor import Supervisor
-from watchkeeper.store import backup as backups
-from watchkeeper.store.backup import MANIFEST, BackupManifest, backup, read_contents, restore
 from watchkeeper.store.crypto import encode_key, generate_key
 from watchkeeper.store.database import Store, open_store
 from watchkeeper.store.models import Alert, AuditEvent, Base, FaceImage, Organisation, Subject
