@@ -472,21 +472,20 @@ ESTATE = [
 ]
 
 
-def loopback_network() -> ipaddress.IPv4Network:
-    """A /28 of loopback addresses for one test run's devices (a random one, so that
-    runs side by side do not meet)."""
-    second, third, fourth = (
-        random.randrange(1, 254),
-        random.randrange(1, 254),
-        random.randrange(16),
-    )
-    return ipaddress.ip_network(f"127.{second}.{third}.{fourth * 16}/28")
+def loopback_network(prefix: int = 28) -> ipaddress.IPv4Network:
+    """A random block of loopback addresses for one run's devices (so that runs side by
+    side do not meet); ``prefix`` from 16 to 30."""
+    size = 2 ** (32 - prefix)
+    start = random.randrange(1 << 16, (1 << 24) - size) // size * size
+    return ipaddress.ip_network((ipaddress.ip_address("127.0.0.0") + start, prefix))
 
 
 @contextmanager
-def simulated_estate(folder: Path, personas: list[Persona] = ESTATE) -> Iterator[Estate]:
-    """The personas on the first addresses of a fresh loopback /28, on a fresh port plan."""
-    network = loopback_network()
+def simulated_estate(
+    folder: Path, personas: list[Persona] = ESTATE, prefix: int = 28
+) -> Iterator[Estate]:
+    """The personas on the first addresses of a fresh loopback block, on a fresh port plan."""
+    network = loopback_network(prefix)
     estate = Estate(PortPlan.unused(), self_signed(folder, "simulated-camera"), network)
     try:
         for persona, host in zip(personas, network.hosts(), strict=False):

@@ -71,6 +71,14 @@ def replacement_order(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted((v for v in views if v["findings"]), key=urgency)
 
 
+def evidence_lines(view: dict[str, Any]) -> list[str]:
+    """The maker's evidence and each finding's, each line once, in order."""
+    lines = list(view["maker_evidence"] or [])
+    for finding in view["findings"]:
+        lines += finding["evidence"]
+    return list(dict.fromkeys(lines))
+
+
 def _chart(title: str, counts: dict[str, int]) -> str:
     import matplotlib
 
@@ -114,6 +122,7 @@ def render_html(organisation: str, views: list[dict[str, Any]], counts: dict[str
         devices=views,
         rules=table,
         charts=charts,
+        evidence_lines=evidence_lines,
     )
 
 
