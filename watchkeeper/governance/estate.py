@@ -43,19 +43,24 @@ def _check_site(user: User, site: Site, organisation: Organisation) -> None:
 
 
 def join_cameras(session: Session, keys: KeyRing, organisation: Organisation, actor: User) -> int:
-    """Add every recognition camera with a network address to the register (once)."""
+    """Add every recognition camera with a network address to the register (once).
+    Cameras that share an address (channels of one recorder) are one device, linked
+    to the first of them."""
     joined = 0
     for camera in register.cameras_outside(session, organisation.id):
         address = register.camera_address(camera)
         if address is None:
             continue
         host, ports = address
+        existing = register.find_device(session, camera.site, host)
+        if existing is not None and existing.camera_id is not None:
+            continue  # another channel of a device already in the register
         device, _ = register.upsert_device(session, camera.site, host, "camera", ports)
-        if device.camera_id is None:
-            device.camera_id = camera.id
-            device.location = device.location or camera.name
-            joined += 1
+        device.camera_id = camera.id
+        device.location = device.location or camera.name
+        joined += 1
     if joined:
+        session.flush()
         audit.record(
             session, keys, organisation.id, actor.name, "estate.cameras.join", cameras=joined
         )
@@ -342,4 +347,23 @@ def estate_counts(views: list[dict[str, Any]]) -> dict[str, Any]:
         "by_site": dict(Counter(v["site"] for v in views).most_common()),
         "by_finding": dict(Counter(f["rule"] for v in views for f in v["findings"]).most_common()),
         "at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+
+
+def transparency_counts(session: Session, organisation: Organisation, user: User) -> dict[str, Any]:
+    """The organisation's estate in counts, for the transparency page (anyone with
+    :attr:`Permission.VIEW`): devices by maker, and devices by current finding."""
+    require(user, Permission.VIEW)
+    devices = list(
+        session.scalars(select(EstateDevice).where(EstateDevice.organisation_id == organisation.id))
+    )
+    findings = register.current_findings(session, devices)
+    by_rule: Counter[str] = Counter()
+    for found in findings.values():
+        by_rule.update({f.rule for f in found})
+    return {
+        "devices": len(devices),
+        "flagged": sum(1 for d in devices if findings.get(d.id)),
+        "by_maker": dict(Counter(d.maker or "unknown" for d in devices).most_common()),
+        "by_finding": dict(by_rule.most_common()),
     }

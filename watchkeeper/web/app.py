@@ -51,12 +51,14 @@ def create_app(
     new alerts to open alert pages."""
     from watchkeeper.web.api import alerts as alerts_api
     from watchkeeper.web.api import audit as audit_api
+    from watchkeeper.web.api import estate as estate_api
     from watchkeeper.web.api import me
     from watchkeeper.web.api import watchlist as watchlist_api
     from watchkeeper.web.routes import (
         alerts,
         audit,
         auth,
+        estate,
         home,
         model_settings,
         recognition,
@@ -95,6 +97,8 @@ def create_app(
     app.include_router(alerts_api.router)
     app.include_router(watchlist_api.router)
     app.include_router(audit_api.router)
+    app.include_router(estate.router)
+    app.include_router(estate_api.router)
 
     @app.exception_handler(NotSignedIn)
     async def to_sign_in(request: Request, exc: NotSignedIn) -> Response:
