@@ -26,14 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.camera_simulators import (  # noqa: E402
+from tests.support.camera_simulators import (
     AXIS_CAMERA,
     DAHUA_NVR,
     HIKVISION_CAMERA,
     WHITE_LABEL_CAMERA,
     simulated_estate,
 )
-from watchkeeper.estate.discover import count_hosts, sweep  # noqa: E402
+from watchkeeper.estate.discover import count_hosts, sweep
 
 PERSONAS = [HIKVISION_CAMERA, DAHUA_NVR, WHITE_LABEL_CAMERA, AXIS_CAMERA]
 
@@ -78,7 +78,7 @@ def main() -> None:
     child.join(timeout=60)
     attempts = count_hosts(network) * len(plan)
     missing = sorted(set(addresses) - set(found))
-    print(
+    print(  # noqa: T201 - a command-line report
         json.dumps(
             {
                 "devices": args.devices,

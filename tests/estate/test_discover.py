@@ -20,6 +20,7 @@ from watchkeeper.errors import ConfigError, PolicyError
 from watchkeeper.estate.discover import Found, RateLimit, merge, parse_networks, sweep
 
 ROOT = Path(__file__).resolve().parents[2]
+HELPER = ROOT / "tests" / "estate" / "ws_discovery_in_namespace.py"
 
 
 @pytest.mark.parametrize(
@@ -68,7 +69,8 @@ def test_the_sweep_finds_the_named_network_only_with_progress(tmp_path: Path) ->
     plan = estate.plan.services()
     assert found[first].ports == {name: plan[name] for name in HIKVISION_CAMERA.services}
     assert found[second].ports == {name: plan[name] for name in AXIS_CAMERA.services}
-    assert progress[-1] == (2 * 6, 2 * 6) and len(progress) == 12
+    assert progress[-1] == (2 * 6, 2 * 6)
+    assert len(progress) == 12
 
 
 def test_the_rate_limit_spaces_connection_starts() -> None:
@@ -124,7 +126,7 @@ def test_ws_discovery_on_a_namespaced_segment() -> None:
             "ip link set wk0 up",
             "ip link set wk1 up",
             "ip route add 224.0.0.0/4 dev wk0",
-            f"exec {sys.executable} {ROOT / 'tests/estate/ws_discovery_in_namespace.py'} 10.77.0.1 8899",
+            f"exec {sys.executable} {HELPER} 10.77.0.1 8899",
         ]
     )
     done = subprocess.run(

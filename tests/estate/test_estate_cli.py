@@ -159,7 +159,8 @@ def test_an_estate_audit_from_discovery_to_the_report(sandbox: Sandbox, estate: 
     white_label = next(d for d in estate.devices if d.persona is WHITE_LABEL_CAMERA)
     assets.write_text(
         "Site,IP,Port,Brand,Model,Location,Installer\n"
-        f"Leeds,{white_label.address},{estate.plan.http},Vantage Secure,VS-IPC2042,till,Acme Fitters\n"
+        f"Leeds,{white_label.address},{estate.plan.http},"
+        "Vantage Secure,VS-IPC2042,till,Acme Fitters\n"
     )
     imported = json.loads(
         ok(sandbox.run("estate", "import", "assets.csv", "--json", "--user", "alice")).stdout
@@ -195,12 +196,15 @@ def test_an_estate_audit_from_discovery_to_the_report(sandbox: Sandbox, estate: 
             persona.name
         )
         for finding in view["findings"]:
-            assert finding["why"] and finding["severity"] in {"high", "medium", "low"}
+            assert finding["why"]
+            assert finding["severity"] in {"high", "medium", "low"}
     white = next(v for v in listed if v["address"] == white_label.address)
-    assert white["label_brand"] == "Vantage Secure" and white["maker_confidence"] == "high"
+    assert white["label_brand"] == "Vantage Secure"
+    assert white["maker_confidence"] == "high"
     assert any("44:47:CC" in line and "Hikvision" in line for line in white["maker_evidence"])
     camera = next(v for v in listed if v["camera_id"] is not None)
-    assert camera["address"] == estate.devices[0].address and camera["origin"] == "camera"
+    assert camera["address"] == estate.devices[0].address
+    assert camera["origin"] == "camera"
 
     # Filters, and one device's history.
     hik = json.loads(
@@ -214,10 +218,8 @@ def test_an_estate_audit_from_discovery_to_the_report(sandbox: Sandbox, estate: 
     shown = json.loads(
         ok(sandbox.run("estate", "show", white["short_id"], "--json", "--user", "alice")).stdout
     )
-    assert (
-        len(shown["probes"]) == 1
-        and shown["probes"][0]["facts"]["onvif"]["firmware"] == WHITE_LABEL_CAMERA.firmware
-    )
+    assert len(shown["probes"]) == 1
+    assert shown["probes"][0]["facts"]["onvif"]["firmware"] == WHITE_LABEL_CAMERA.firmware
 
     # The misbehaving devices cost bounded time and left a clear record.
     hanging = next(v for v in listed if by_address[v["address"]].persona is HANGING_DEVICE)
@@ -244,7 +246,8 @@ def test_an_estate_audit_from_discovery_to_the_report(sandbox: Sandbox, estate: 
     report = json.loads(
         ok(sandbox.run("estate", "report", "--out", "report", "--json", "--user", "frank")).stdout
     )
-    assert report["devices"] == len(estate.devices) and report["by_maker"]["Hikvision"] == 2
+    assert report["devices"] == len(estate.devices)
+    assert report["by_maker"]["Hikvision"] == 2
     out = sandbox.cwd / "report"
     pdf = PdfReader(out / "estate-report.pdf")
     text = "".join(page.extract_text() for page in pdf.pages)
@@ -260,7 +263,8 @@ def test_an_estate_audit_from_discovery_to_the_report(sandbox: Sandbox, estate: 
         assert expected in text, expected
     with (out / "estate-report.csv").open() as file:
         rows = list(csv.DictReader(file))
-    assert rows[0]["priority"] == "1" and rows[0]["sensitive_site"] == "True"
+    assert rows[0]["priority"] == "1"
+    assert rows[0]["sensitive_site"] == "True"
     assert "demographic-analytics-offered" in rows[0]["findings"]  # the Dahua NVR comes first
     browser, driver = chromium_paths()
     options = webdriver.ChromeOptions()

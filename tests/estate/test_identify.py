@@ -78,7 +78,8 @@ def test_every_maker_entry_is_sourced_and_dated() -> None:
         entries = maker.get("brands", []) + maker["firmware_patterns"] + maker["server_headers"]
         entries += maker["sdk_ports"] + maker.get("login_titles", [])
         for entry in entries:
-            assert entry["source"] and str(entry["date"])[:4].isdigit(), entry
+            assert entry["source"], entry
+            assert str(entry["date"])[:4].isdigit(), entry
             assert entry["confidence"] in identification.WEIGHTS
 
 
@@ -90,7 +91,8 @@ def test_the_oui_registry_comes_from_ieee_data_or_the_named_file(
     assert mac_vendor("bc-ad-28-aa-bb-cc").startswith("Hangzhou Hikvision")
     own = tmp_path / "oui.csv"
     own.write_text(
-        "Registry,Assignment,Organization Name,Organization Address\nMA-L,02AB01,Example Optics Ltd,Somewhere\n"
+        "Registry,Assignment,Organization Name,Organization Address\n"
+        "MA-L,02AB01,Example Optics Ltd,Somewhere\n"
     )
     monkeypatch.setenv("WATCHKEEPER_OUI_FILE", str(own))
     assert mac_vendor("02:AB:01:00:00:01") == "Example Optics Ltd"

@@ -21,9 +21,9 @@ def test_a_good_list_with_headers_in_any_case_and_order() -> None:
         (3, "Leeds", "10.0.0.6", {}, "Axis"),
         (5, "Depot", "10.0.0.7", {"http": 8080}, None),
     ]
-    assert (
-        rows[0].installer == "Acme" and rows[0].location == "till" and rows[0].model == "IPC-B140H"
-    )
+    assert rows[0].installer == "Acme"
+    assert rows[0].location == "till"
+    assert rows[0].model == "IPC-B140H"
 
 
 @pytest.mark.parametrize(

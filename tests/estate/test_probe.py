@@ -52,7 +52,8 @@ def probe(
 def test_an_onvif_camera_says_what_it_is(estate: Estate) -> None:
     result, requests = probe(estate, HIKVISION_CAMERA.name)
     onvif = result.facts["onvif"]
-    assert result.answered and result.problems == []
+    assert result.answered
+    assert result.problems == []
     assert (onvif["manufacturer"], onvif["model"], onvif["firmware"], onvif["serial"]) == (
         "HIKVISION",
         HIKVISION_CAMERA.model,
@@ -65,10 +66,8 @@ def test_an_onvif_camera_says_what_it_is(estate: Estate) -> None:
         "FaceDetection hikxsd:FaceDetection",
     ]
     assert "http://www.onvif.org/ver20/analytics/wsdl" in onvif["services"]
-    assert (
-        result.facts["http"]["server"] == "App-webs/"
-        and result.facts["rtsp"]["server"] == "Hikvision-Webs"
-    )
+    assert result.facts["http"]["server"] == "App-webs/"
+    assert result.facts["rtsp"]["server"] == "Hikvision-Webs"
     assert set(result.facts["open_ports"]) >= {"http", "rtsp", "hikvision-sdk", "telnet"}
     # No credentials: no cloud setting read, no login tried.
     assert "cloud" not in result.facts

@@ -13,7 +13,9 @@ NOW = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
 
 def test_every_rule_has_a_dated_source() -> None:
     for rule in rules().values():
-        assert rule.source and rule.url.startswith("https://") and rule.date[:4].isdigit(), rule.id
+        assert rule.source, rule.id
+        assert rule.url.startswith("https://"), rule.id
+        assert rule.date[:4].isdigit(), rule.id
         assert rule.severity in {"high", "medium", "low"}
 
 

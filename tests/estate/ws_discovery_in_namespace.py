@@ -27,7 +27,7 @@ try:
     found = ws_discover(timeout=2.0)
 finally:
     publisher.stop()
-print(
+print(  # noqa: T201 - the parent test reads stdout
     json.dumps(
         [{"address": f.address, "ports": f.ports, "via": f.via, "scopes": f.scopes} for f in found]
     )

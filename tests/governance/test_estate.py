@@ -161,10 +161,8 @@ def test_imports_are_all_or_nothing(shop: Shop) -> None:
             )
         }
     assert (new, updated) == (1, 1)
-    assert (
-        views["10.0.0.30"]["maker"] == "Hikvision"
-        and views["10.0.0.30"]["maker_confidence"] == "medium"
-    )
+    assert views["10.0.0.30"]["maker"] == "Hikvision"
+    assert views["10.0.0.30"]["maker_confidence"] == "medium"
     assert "estate.import" in actions(shop)
 
 
@@ -222,10 +220,12 @@ def test_probe_history_and_current_findings(shop: Shop) -> None:
         "firmware-old",
     }
     uk = next(f for f in detail["probes"][1]["findings"] if f["rule"] == "uk-sensitive-sites")
-    assert uk["severity"] == "high" and "marked sensitive" in uk["why"]
+    assert uk["severity"] == "high"
+    assert "marked sensitive" in uk["why"]
     assert [f["rule"] for f in detail["findings"]] == ["not-answering"]
     assert "last answered" in detail["findings"][0]["why"]
-    assert detail["maker"] == "Hikvision" and detail["sensitive_site"] is True
+    assert detail["maker"] == "Hikvision"
+    assert detail["sensitive_site"] is True
     assert [v["address"] for v in flagged] == ["10.0.0.40"]
     assert actions(shop).count("estate.probe") == 2
     with shop.tx() as tx:

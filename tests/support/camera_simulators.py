@@ -281,10 +281,16 @@ class Estate:
             elif p.behaviour == "huge" and path == "/":
                 await self._huge(device, writer)
             elif path == "/ISAPI/System/Network/EZVIZ" and p.cloud == "hikvision":
-                xml = b'<?xml version="1.0"?><EZVIZ><enabled>true</enabled><registerStatus>true</registerStatus></EZVIZ>'
+                xml = (
+                    b'<?xml version="1.0"?><EZVIZ><enabled>true</enabled>'
+                    b"<registerStatus>true</registerStatus></EZVIZ>"
+                )
                 writer.write(http_response("200 OK", {"Content-Type": "application/xml"}, xml))
             elif path.startswith("/cgi-bin/configManager.cgi") and p.cloud == "dahua":
-                text = b"table.T2UServer.Enable=true\r\ntable.T2UServer.Server=www.easy4ipcloud.com\r\n"
+                text = (
+                    b"table.T2UServer.Enable=true\r\n"
+                    b"table.T2UServer.Server=www.easy4ipcloud.com\r\n"
+                )
                 writer.write(http_response("200 OK", {"Content-Type": "text/plain"}, text))
             elif path == "/":
                 extra = {"Server": p.http_server} if p.http_server else {}
@@ -292,7 +298,8 @@ class Estate:
                     target = p.http_redirect.format(address=device.address, https=self.plan.https)
                     writer.write(http_response("302 Found", {**extra, "Location": target}, b""))
                 else:
-                    page = f"<html><head><title>{p.http_title or ''}</title></head><body>login</body></html>"
+                    title = p.http_title or ""
+                    page = f"<html><head><title>{title}</title></head><body>login</body></html>"
                     writer.write(
                         http_response(
                             "200 OK", {**extra, "Content-Type": "text/html"}, page.encode()
@@ -313,7 +320,8 @@ class Estate:
 
     async def _huge(self, device: Device, writer: asyncio.StreamWriter) -> None:
         writer.write(
-            f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {HUGE_BODY}\r\n\r\n".encode()
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+            f"Content-Length: {HUGE_BODY}\r\n\r\n".encode()
         )
         chunk = b"<!-- filler -->" * 4096
         while device.bytes_sent < HUGE_BODY:
@@ -337,7 +345,8 @@ class Estate:
                     "RTSP/1.0 200 OK\r\n"
                     f"CSeq: {cseq.group(1).decode() if cseq else '1'}\r\n"
                     f"Server: {device.persona.rtsp_server or 'Rtsp Server'}\r\n"
-                    "Public: OPTIONS, DESCRIBE, PLAY, PAUSE, SETUP, TEARDOWN, SET_PARAMETER, GET_PARAMETER\r\n\r\n"
+                    "Public: OPTIONS, DESCRIBE, PLAY, PAUSE, SETUP, TEARDOWN, "
+                    "SET_PARAMETER, GET_PARAMETER\r\n\r\n"
                 ).encode()
             )
             await writer.drain()

@@ -34,6 +34,7 @@ from watchkeeper.estate.rules import DEFAULT_FIRMWARE_MAX_AGE_DAYS
 from watchkeeper.governance import access
 from watchkeeper.governance import estate as governance
 
+CONFIRM_ABOVE = discovery.MAX_ADDRESSES_WITHOUT_CONFIRMATION
 estate_app = typer.Typer(
     help="The camera estate audit: which cameras you run, who made them, what they can "
     "do, and which to replace first. Devices are only read, never changed.",
@@ -86,7 +87,7 @@ def discover_command(
         bool,
         typer.Option(
             "--yes",
-            help=f"Go ahead with more than {discovery.MAX_ADDRESSES_WITHOUT_CONFIRMATION} addresses.",
+            help=f"Go ahead with more than {CONFIRM_ABOVE} addresses.",
         ),
     ] = False,
     rate: Annotated[
@@ -366,7 +367,8 @@ def sensitive_command(
             g.session, g.store.keys, g.organisation, g.actor, found, not off, note
         )
     stderr.print(
-        f"site {site!r} {'is no longer' if off else 'is now'} marked sensitive; run `watchkeeper estate probe` to update findings"
+        f"site {site!r} {'is no longer' if off else 'is now'} marked sensitive; "
+        "run `watchkeeper estate probe` to update findings"
     )
 
 

@@ -247,7 +247,9 @@ class Prober:
 
         services = list(self.ports.items())
         states = await asyncio.gather(*(is_open(port) for _, port in services))
-        self.facts["open_ports"] = {name: port for (name, port), up in zip(services, states) if up}
+        self.facts["open_ports"] = {
+            name: port for (name, port), up in zip(services, states, strict=True) if up
+        }
 
     async def onvif(self) -> None:
         if "onvif" not in self.facts["open_ports"]:
@@ -361,7 +363,8 @@ class Prober:
             try:
                 target = f"rtsp://{self.host()}:{self.ports['rtsp']}/"
                 writer.write(
-                    f"OPTIONS {target} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: {USER_AGENT}\r\n\r\n".encode()
+                    f"OPTIONS {target} RTSP/1.0\r\nCSeq: 1\r\n"
+                    f"User-Agent: {USER_AGENT}\r\n\r\n".encode()
                 )
                 await writer.drain()
                 head = await reader.readuntil(b"\r\n\r\n")

@@ -161,7 +161,8 @@ def evaluate(
         found.append(
             _found(
                 "plain-http",
-                f"port {facts['open_ports']['http']} answers HTTP {http['status']} without sending to HTTPS",
+                f"port {facts['open_ports']['http']} answers HTTP {http['status']} "
+                "without sending to HTTPS",
                 [f"HTTP GET / -> {http['status']}, Server: {http.get('server')}"],
             )
         )
@@ -178,7 +179,8 @@ def evaluate(
             found.append(
                 _found(
                     "firmware-old",
-                    f"firmware built {built.isoformat()}, {age // 365} years ago (limit {firmware_max_age_days} days)",
+                    f"firmware built {built.isoformat()}, {age // 365} years ago "
+                    f"(limit {firmware_max_age_days} days)",
                     [f"ONVIF FirmwareVersion {firmware!r}"],
                 )
             )

@@ -138,7 +138,8 @@ def import_assets(
                 _check_site(actor, sites[row.site], organisation)
             except NotFoundError:
                 raise PolicyError(
-                    f"asset list refused, nothing imported: {actor.name!r} may not survey site {row.site!r}"
+                    f"asset list refused, nothing imported: {actor.name!r} may not survey "
+                    f"site {row.site!r}"
                 ) from None
     join_cameras(session, keys, organisation, actor)
     new = updated = 0
