@@ -206,6 +206,14 @@ def test_an_estate_audit_from_discovery_to_the_report(sandbox: Sandbox, estate: 
     assert camera["address"] == estate.devices[0].address
     assert camera["origin"] == "camera"
 
+    # The tables people read name the same devices and makers.
+    table = ok(sandbox.run("estate", "list", "--user", "frank")).stdout
+    assert white_label.address in table
+    assert "Hikvision" in table
+    card = ok(sandbox.run("estate", "show", white["short_id"], "--user", "frank")).stdout
+    assert "Vantage Secure" in card
+    assert "firmware-old" in card
+
     # Filters, and one device's history.
     hik = json.loads(
         ok(

@@ -112,7 +112,7 @@ def discover_command(
             access.require(g.actor, access.Permission.ESTATE_SURVEY)
             access.site(g.session, g.organisation.id, site)
         started = time.monotonic()
-        with progress_bar("probing") as bar:
+        with progress_bar("sweeping") as bar:
             task = bar.add_task("sweep", total=None)
             found = asyncio.run(
                 discovery.sweep(
