@@ -172,6 +172,8 @@ def test_an_estate_audit_from_discovery_to_the_report(sandbox: Sandbox, estate: 
         sandbox.run(
             "estate",
             "probe",
+            "--site",
+            "Leeds",
             "--username",
             "auditor",
             "--password-stdin",
@@ -372,7 +374,12 @@ def test_refusals_are_one_line_and_store_nothing(sandbox: Sandbox, estate: Estat
             "line 3: ip 'not-an-ip' is not an IP address",
         ),
         (("estate", "show", "abcdef12", "--user", "alice"), 10, "no estate device"),
-        (("estate", "probe", "--username", "admin", "--user", "alice"), 2, "--password-stdin"),
+        (("estate", "probe", "--username", "admin", "--user", "alice"), 2, "add --site NAME"),
+        (
+            ("estate", "probe", "--site", "Leeds", "--username", "admin", "--user", "alice"),
+            2,
+            "--password-stdin",
+        ),
         (("estate", "list", "--user", "bob"), 10, "no user"),
     ]
     for args, code, message in cases:

@@ -207,6 +207,10 @@ def probe_command(
     with cli_errors():
         if password_stdin and username is None:
             raise ConfigError("--password-stdin needs --username")
+        if username is not None and site is None and device is None:
+            raise ConfigError(
+                "credentials are given for a site or a device: add --site NAME or --device ID"
+            )
         if username is not None and not password_stdin:
             raise ConfigError(
                 "give the password for --username on standard input (--password-stdin)"
