@@ -126,6 +126,17 @@ def render_html(organisation: str, views: list[dict[str, Any]], counts: dict[str
     )
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A cell that a spreadsheet will not run as a formula: devices choose their own
+    model and firmware strings, so a text starting like a formula gets a leading '."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def write_csv(path: Path, views: list[dict[str, Any]]) -> None:
     plan = replacement_order(views)
     ranked = {v["id"]: i for i, v in enumerate(plan, start=1)}
@@ -134,15 +145,14 @@ def write_csv(path: Path, views: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(file, CSV_COLUMNS)
         writer.writeheader()
         for view in ordered:
-            writer.writerow(
-                {
-                    **{k: view.get(k) for k in CSV_COLUMNS if k in view},
-                    "priority": ranked.get(view["id"], ""),
-                    "findings": " ".join(f["rule"] for f in view["findings"]),
-                    "why": " | ".join(f["why"] for f in view["findings"]),
-                    "evidence": " | ".join(view["maker_evidence"] or []),
-                }
-            )
+            row = {
+                **{k: view.get(k) for k in CSV_COLUMNS if k in view},
+                "priority": ranked.get(view["id"], ""),
+                "findings": " ".join(f["rule"] for f in view["findings"]),
+                "why": " | ".join(f["why"] for f in view["findings"]),
+                "evidence": " | ".join(view["maker_evidence"] or []),
+            }
+            writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
 
 
 def write_report(
