@@ -66,6 +66,10 @@ TABLES = {
     "login_session",
     "api_token",
     "notification_outbox",
+    "estate_device",
+    "estate_probe",
+    "estate_finding",
+    "estate_sensitive_site",
 }
 AUDIT_HEAD = {"audit_count", "audit_head", "audit_head_mac"}
 """The organisation's columns that change with every audit event."""

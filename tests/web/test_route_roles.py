@@ -42,13 +42,14 @@ from tests.support.shop import USERS, Shop, Sighting, enrol_subject, photos_of, 
 from tests.support.web import Browser, api_token, set_passwords, sign_in
 from watchkeeper.config import Settings, load_settings
 from watchkeeper.governance.access import PERMISSIONS, Permission
+from watchkeeper.governance.estate import join_cameras
 from watchkeeper.governance.organisation import update_camera
 from watchkeeper.pipeline import FaceModels
 from watchkeeper.service.broadcast import AlertBroadcaster
 from watchkeeper.service.runtime import Runtime
 from watchkeeper.store.crypto import encode_key, generate_key
 from watchkeeper.store.database import Store, open_store
-from watchkeeper.store.models import AuditEvent, FaceImage
+from watchkeeper.store.models import AuditEvent, EstateDevice, FaceImage
 from watchkeeper.web.app import create_app
 
 pytestmark = pytest.mark.parametrize("database_url", [None], ids=["sqlite"], scope="module")
@@ -250,9 +251,21 @@ def api_proposal(world: World, fresh: bool) -> Call:
     return Call("/api/subjects", data=fields, files=files)
 
 
+def estate_device(world: World) -> str:
+    """The estate register's device for the shop's camera (it joins on first use)."""
+    with world.main.shop.tx() as tx:
+        join_cameras(tx.session, world.main.shop.store.keys, tx.organisation, tx.user("alice"))
+        return str(
+            tx.session.scalars(
+                select(EstateDevice.id).where(EstateDevice.camera_id == world.main.shop.camera_id)
+            ).one()
+        )
+
+
 INCIDENT = {"site": "Leeds", "category": "theft", "description": "took two bottles of gin"}
 V, R = Permission.VIEW, Permission.REVIEW
 MANAGE = Permission.MANAGE_ORGANISATION
+ESTATE = Permission.ESTATE_VIEW
 
 ROUTES = [
     # Pages
@@ -342,6 +355,10 @@ ROUTES = [
     Route("GET", "/audit", Permission.AUDIT, at("/audit"), 200),
     Route("GET", "/audit/export.csv", Permission.AUDIT, at("/audit/export.csv"), 200),
     Route("GET", "/transparency", V, at("/transparency"), 200),
+    Route("GET", "/estate", ESTATE, at("/estate", params={"finding": "plain-http"}), 200),
+    Route(
+        "GET", "/estate/{device_id}", ESTATE, lambda w, f: Call(f"/estate/{estate_device(w)}"), 200
+    ),
     Route("GET", "/cameras", V, at("/cameras"), 200),
     Route(
         "POST",
@@ -516,6 +533,14 @@ ROUTES = [
     Route("GET", "/api/audit", Permission.AUDIT, at("/api/audit"), 200),
     Route("GET", "/api/audit/verify", Permission.AUDIT, at("/api/audit/verify"), 200),
     Route("GET", "/api/transparency", V, at("/api/transparency"), 200),
+    Route("GET", "/api/estate", ESTATE, at("/api/estate", params={"site": "Leeds"}), 200),
+    Route(
+        "GET",
+        "/api/estate/{device_id}",
+        ESTATE,
+        lambda w, f: Call(f"/api/estate/{estate_device(w)}"),
+        200,
+    ),
 ]
 
 

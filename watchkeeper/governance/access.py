@@ -41,6 +41,8 @@ class Permission(StrEnum):
     PURGE = "run the retention sweep"
     AUDIT = "verify the audit log"
     CONTROL_RECOGNITION = "start or stop recognition on every camera"
+    ESTATE_VIEW = "see the camera estate register and write its report"
+    ESTATE_SURVEY = "discover, import and probe the camera estate"
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -48,7 +50,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.MANAGER: frozenset(Permission) - {Permission.MANAGE_ORGANISATION},
     Role.REPORTER: frozenset({Permission.REPORT_INCIDENT, Permission.ENROL, Permission.VIEW}),
     Role.REVIEWER: frozenset({Permission.REVIEW, Permission.VIEW}),
-    Role.AUDITOR: frozenset({Permission.AUDIT, Permission.VIEW}),
+    Role.AUDITOR: frozenset({Permission.AUDIT, Permission.VIEW, Permission.ESTATE_VIEW}),
 }
 """Approval additionally needs a role named in the organisation's ``approver_roles``."""
 

@@ -419,3 +419,111 @@ class OutboxMessage(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column()
     failed_at: Mapped[dt.datetime | None] = mapped_column()
     """When the last allowed attempt failed; such a row is kept but not retried."""
+
+
+class EstateDevice(Base):
+    """A camera or recorder of the organisation's estate (``watchkeeper.estate``): found
+    on the network, imported from an asset list, or a recognition camera. What it said
+    about itself is in its probes; who made it is the identification's verdict."""
+
+    __tablename__ = "estate_device"
+    __table_args__ = (UniqueConstraint("site_id", "address"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"))
+    camera_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("camera.id", ondelete="SET NULL"), unique=True
+    )
+    """The recognition camera this device is, if it is one."""
+    address: Mapped[str] = mapped_column(String(255))
+    """IP address or host name."""
+    ports: Mapped[dict] = mapped_column(JSON, default=dict)
+    """Open ports by service (``http``, ``rtsp``, ``onvif`` ...), as found or imported."""
+    origin: Mapped[str] = mapped_column(String(16))
+    """``discovered``, ``imported`` or ``camera``."""
+    location: Mapped[str | None] = mapped_column(String(200))
+    label_brand: Mapped[str | None] = mapped_column(String(100))
+    """The brand on the asset list or the box (not necessarily the maker)."""
+    label_model: Mapped[str | None] = mapped_column(String(100))
+    installer: Mapped[str | None] = mapped_column(String(200))
+    maker: Mapped[str | None] = mapped_column(String(100))
+    """The real maker, as identified; None until a probe or the label tells."""
+    maker_confidence: Mapped[str | None] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(100))
+    firmware: Mapped[str | None] = mapped_column(String(200))
+    serial: Mapped[str | None] = mapped_column(String(100))
+    mac: Mapped[str | None] = mapped_column(String(17))
+    capabilities: Mapped[list] = mapped_column(JSON, default=list)
+    evidence: Mapped[list] = mapped_column(JSON, default=list)
+    """Why the verdict names ``maker``: one line per clue, with its source."""
+    first_seen_at: Mapped[dt.datetime | None] = mapped_column()
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column()
+    """When it last answered a probe or a discovery."""
+    latest_probe_id: Mapped[uuid.UUID | None] = mapped_column()
+    """Its newest probe, whose findings are its current ones (no foreign key: the probe
+    table points here)."""
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    site: Mapped[Site] = relationship()
+    probes: Mapped[list[EstateProbe]] = relationship(
+        back_populates="device",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="EstateProbe.at.desc()",
+    )
+
+
+class EstateProbe(Base):
+    """One read-only look at a device: what it answered (or that it did not)."""
+
+    __tablename__ = "estate_probe"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    device_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("estate_device.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    answered: Mapped[bool] = mapped_column(Boolean)
+    seconds: Mapped[float] = mapped_column(Float)
+    facts: Mapped[dict] = mapped_column(JSON, default=dict)
+    """What the device said: ONVIF fields, banners, certificate subject, open ports."""
+    problems: Mapped[list] = mapped_column(JSON, default=list)
+    """What went wrong while asking (time-outs, oversized or malformed answers)."""
+
+    device: Mapped[EstateDevice] = relationship(back_populates="probes")
+    findings: Mapped[list[EstateFinding]] = relationship(
+        back_populates="probe", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class EstateFinding(Base):
+    """A risk rule that a probe's facts meet; a device's current findings are those of
+    its latest probe."""
+
+    __tablename__ = "estate_finding"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    probe_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("estate_probe.id", ondelete="CASCADE"), index=True
+    )
+    rule: Mapped[str] = mapped_column(String(50))
+    severity: Mapped[str] = mapped_column(String(16))
+    why: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[list] = mapped_column(JSON, default=list)
+
+    probe: Mapped[EstateProbe] = relationship(back_populates="findings")
+
+
+class EstateSensitiveSite(Base):
+    """A site marked sensitive for the estate audit (UK guidance on sensitive sites
+    applies in full there, and its devices come first in the replacement order)."""
+
+    __tablename__ = "estate_sensitive_site"
+
+    site_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("site.id", ondelete="CASCADE"), primary_key=True
+    )
+    note: Mapped[str | None] = mapped_column(String(500))
+    marked_by: Mapped[str] = mapped_column(String(100))
+    marked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

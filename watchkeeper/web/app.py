@@ -42,12 +42,14 @@ def create_app(settings: Settings, store: Store, runtime: Runtime | None = None)
     runtime = runtime or Runtime(settings, store, cameras=False)
     from watchkeeper.web.api import alerts as alerts_api
     from watchkeeper.web.api import audit as audit_api
+    from watchkeeper.web.api import estate as estate_api
     from watchkeeper.web.api import me
     from watchkeeper.web.api import watchlist as watchlist_api
     from watchkeeper.web.routes import (
         alerts,
         audit,
         auth,
+        estate,
         home,
         model_settings,
         recognition,
@@ -85,6 +87,8 @@ def create_app(settings: Settings, store: Store, runtime: Runtime | None = None)
     app.include_router(alerts_api.router)
     app.include_router(watchlist_api.router)
     app.include_router(audit_api.router)
+    app.include_router(estate.router)
+    app.include_router(estate_api.router)
 
     @app.exception_handler(NotSignedIn)
     async def to_sign_in(request: Request, exc: NotSignedIn) -> Response:

@@ -17,8 +17,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from watchkeeper.errors import PolicyError
+from watchkeeper.estate.rules import rules
 from watchkeeper.governance.access import Permission
 from watchkeeper.governance.audit_log import AuditFilter, browse, compact, export_csv
+from watchkeeper.governance.estate import transparency_counts
 from watchkeeper.governance.reporting import Period, transparency_report
 from watchkeeper.store.models import utcnow
 from watchkeeper.web.deps import CurrentUser, DatabaseSession, permitted, settings_of, store_of
@@ -119,5 +121,7 @@ def transparency_page(
     context |= {
         "report": report,
         "form": {"start": period.start.date().isoformat(), "end": period.last_day.isoformat()},
+        "estate": transparency_counts(session, me.organisation, me.user),
+        "estate_rules": rules(),
     }
     return templates.TemplateResponse(request, "transparency.html", context)
