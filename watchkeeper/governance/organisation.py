@@ -247,7 +247,7 @@ def check_source(source: str) -> str:
         scheme = text.split("://", 1)[0].lower()
         try:
             parts = urlsplit(text)
-            parts.port
+            parts.port  # noqa: B018 (raises ValueError for a port that is no number)
         except ValueError as exc:  # its message names the fault, never the URL
             raise PolicyError(f"the camera URL is malformed: {exc}") from None
         try:

@@ -698,7 +698,7 @@ def restore(
 @contextmanager
 def _opened(archive: Path) -> Iterator[tarfile.TarFile]:
     try:
-        tar = tarfile.open(archive, mode="r:")
+        tar = tarfile.open(archive, mode="r:")  # noqa: SIM115 (closed below; its own errors)
     except FileNotFoundError:
         raise BackupError(f"no backup at {archive}") from None
     except (tarfile.TarError, OSError) as exc:
