@@ -63,9 +63,7 @@ def open_or_initialise(ctx: typer.Context, organisation: str | None) -> tuple[St
     return store, name
 
 
-def make_first_administrator(
-    store: Store, organisation_id: uuid.UUID, waiting: str | None
-) -> None:
+def make_first_administrator(store: Store, organisation_id: uuid.UUID, waiting: str | None) -> None:
     """On a terminal: ask for the first administrator's name and password now (or the
     password of the one `init --admin` made without one), so that the shop can sign
     in as soon as the service answers."""
