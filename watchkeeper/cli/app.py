@@ -39,7 +39,9 @@ class CommandFormatter(logging.Formatter):
         return as_typed(super().format(record))
 
 
-stderr = CommandConsole(stderr=True)
+# Messages are never broken into lines by the console (soft wrap): a command in one,
+# broken at 80 columns in a log file, would not work when copied.
+stderr = CommandConsole(stderr=True, soft_wrap=True)
 log = logging.getLogger("watchkeeper")
 
 
