@@ -19,6 +19,7 @@ from watchkeeper.errors import (
     ModelError,
     NotFoundError,
     PolicyError,
+    StorageError,
     WatchlistError,
 )
 from watchkeeper.service.broadcast import AlertBroadcaster
@@ -122,6 +123,19 @@ def create_app(
             return JSONResponse({"detail": str(exc)}, status_code=status)
         return templates.TemplateResponse(
             request, "error.html", {"me": None, "message": str(exc)}, status_code=status
+        )
+
+    @app.exception_handler(StorageError)
+    async def not_stored(request: Request, exc: StorageError) -> Response:
+        """A change the database or disk refused (rolled back, so nothing half done):
+        507 Insufficient Storage for a full disk, 503 when the database refused, with
+        the reason; never the page or reply the request would have had."""
+        status = 507 if exc.disk_full else 503
+        message = f"not stored: {exc}"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": message}, status_code=status)
+        return templates.TemplateResponse(
+            request, "error.html", {"me": None, "message": message}, status_code=status
         )
 
     @app.middleware("http")
