@@ -234,6 +234,10 @@ def masked_url(url: str) -> str:
 
 URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
+MAX_SOURCE_LENGTH = 500
+"""The longest camera source taken (a URL with its credentials, or a path): what the
+camera list shows of it must fit its column."""
+
 
 def check_source(source: str) -> str:
     """``source`` without surrounding spaces, if a camera can be read from it: a stream
@@ -243,6 +247,10 @@ def check_source(source: str) -> str:
     text = source.strip()
     if not text:
         raise PolicyError("a camera needs a source: a stream URL, a video file or a webcam index")
+    if len(text) > MAX_SOURCE_LENGTH:
+        raise PolicyError(
+            f"a camera source is at most {MAX_SOURCE_LENGTH} characters, not {len(text):,}"
+        )
     if URL_START.match(text):
         scheme = text.split("://", 1)[0].lower()
         try:

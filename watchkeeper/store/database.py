@@ -149,9 +149,10 @@ DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 def storage_failure(exc: BaseException) -> StorageError | None:
     """``exc`` as a :class:`StorageError` when it says that storing failed: a full disk
-    (the file system's ENOSPC or quota, SQLite's "database or disk is full", PostgreSQL's
-    "No space left on device") or any error of the database driver; None for anything
-    else (a programming error stays one)."""
+    (the file system's ENOSPC or quota, SQLite's "database or disk is full",
+    PostgreSQL's "could not extend file ...: No space left on device") or any other
+    error of the database driver; None for anything else (a programming error stays
+    one)."""
     if isinstance(exc, OSError):
         if exc.errno in DISK_FULL_ERRNOS:
             return StorageError(f"disk full: {exc.strerror or exc}", disk_full=True)
@@ -162,7 +163,7 @@ def storage_failure(exc: BaseException) -> StorageError | None:
     lines = str(cause).strip().splitlines()
     text = lines[0] if lines else type(cause).__name__
     full = getattr(cause, "errno", None) in DISK_FULL_ERRNOS or any(
-        words in text.lower() for words in ("disk is full", "no space left on device")
+        words in text.lower() for words in ("disk is full", "no space left")
     )
     if full:
         return StorageError(f"disk full: {text}", disk_full=True)

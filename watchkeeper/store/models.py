@@ -27,9 +27,12 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    event,
 )
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relationship
+
+from watchkeeper.errors import PolicyError
 
 MAX_RETENTION_DAYS = 730
 """The ceiling on any watchlist entry's life: 24 months, whatever a policy says."""
@@ -107,6 +110,33 @@ class Decision(StrEnum):
 
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict] = {dt.datetime: UTCDateTime(), uuid.UUID: Uuid()}
+
+
+FREE_TEXT_LIMIT = 10_000
+"""The most characters a free-text field (an incident's description, an entry's reason,
+a note) holds."""
+
+
+@event.listens_for(Base, "before_insert", propagate=True)
+@event.listens_for(Base, "before_update", propagate=True)
+def _text_fits(_mapper: Mapper, _connection: Connection, row: Base) -> None:
+    """Refuse, naming the field, text that the database would cut, refuse or store
+    unevenly: longer than its column (SQLite does not enforce lengths, PostgreSQL answers
+    with a driver error) or than :data:`FREE_TEXT_LIMIT`, or holding a NUL character
+    (which PostgreSQL cannot store). One check for every way in: pages, API, commands."""
+    mapper = row.__mapper__
+    for column in mapper.columns:
+        if not isinstance(column.type, String) or isinstance(column.type, Enum):
+            continue
+        value = getattr(row, mapper.get_property_by_column(column).key, None)
+        if not isinstance(value, str):
+            continue
+        field = f"{mapper.class_.__name__.lower()} {column.name.replace('_', ' ')}"
+        limit = column.type.length or FREE_TEXT_LIMIT
+        if len(value) > limit:
+            raise PolicyError(f"{field} is too long: {len(value):,} characters, at most {limit:,}")
+        if "\x00" in value:
+            raise PolicyError(f"{field} contains a NUL character")
 
 
 class Organisation(Base):

@@ -1,0 +1,100 @@
+"""Bad input on the command line: a clear one-line error and its exit code, never a
+traceback, nothing stored; a folder scan goes on past a file it cannot use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.support.cli import Run, Sandbox, one_line_error
+from tests.support.data import build_watchlist, lfw_photos
+from tests.test_governance_cli import BIDEN_PHOTOS, enrol, ok, output, set_up_organisation
+
+CONFIG_ERROR = 2
+WATCHLIST_ERROR = 5
+SUBJECT_FIELDS = ("--label", "woman, red coat", "--reason", "threatened staff")
+
+
+def thin_photo(folder: Path, width: int = 6000, height: int = 1) -> Path:
+    path = folder / f"thin-{width}x{height}.png"
+    Image.new("RGB", (width, height), (128, 128, 128)).save(path)
+    return path
+
+
+def no_traceback(run: Run) -> str:
+    assert "Traceback" not in run.stderr, run.stderr
+    return one_line_error(run)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> tuple[Sandbox, str]:
+    """An organisation with one incident reported by bob (its id)."""
+    box = Sandbox(tmp_path_factory.mktemp("shop") / "box")
+    for name in ("cwd", "home", "tmp"):
+        (box.root / name).mkdir(parents=True)
+    return box, set_up_organisation(box)
+
+
+@pytest.mark.parametrize(
+    ("case", "extra", "code", "refusal"),
+    [
+        ("days past the calendar", ("--days", "999999999"), CONFIG_ERROR, "past the year 9999"),
+        ("no days", ("--days", "0"), CONFIG_ERROR, "--days must be 1 or more"),
+        (
+            "an expiry whose offset leaves the calendar",
+            ("--expires", "9999-12-31T23:59:59-23:59"),
+            CONFIG_ERROR,
+            "outside the years 1 to 9999",
+        ),
+    ],
+)
+def test_subjects_add_refuses_dates_at_the_edges(
+    shop: tuple[Sandbox, str], case: str, extra: tuple[str, ...], code: int, refusal: str
+) -> None:
+    box, incident = shop
+    run = enrol(box, "bob", incident, "Biden, J.", BIDEN_PHOTOS[:1], *extra)
+    assert run.code == code, (case, run.stderr)
+    assert refusal in no_traceback(run), case
+    assert output(box.run("subjects", "list", "--json", "--user", "alice")) == []
+
+
+def test_a_photo_6000_by_1_pixels_is_refused_by_subjects_add_and_dsar_search(
+    shop: tuple[Sandbox, str], tmp_path: Path
+) -> None:
+    box, incident = shop
+    thin = thin_photo(tmp_path)
+    added = enrol(box, "bob", incident, "thin", [thin])
+    assert added.code == WATCHLIST_ERROR, added.stderr
+    assert thin.name in no_traceback(added)
+    assert output(box.run("subjects", "list", "--json", "--user", "alice")) == []
+
+    searched = box.run("dsar", "search", str(thin), "--json", "--user", "alice")
+    assert searched.code != 0
+    assert thin.name in no_traceback(searched)
+
+
+def test_a_folder_scan_goes_on_past_a_6000_by_1_image(sandbox: Sandbox, tmp_path: Path) -> None:
+    watchlist = build_watchlist(tmp_path / "watchlist", ["Joseph_Biden"], photos_per_subject=1)
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    thin_photo(probes)
+    (probes / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    biden = lfw_photos("Joseph_Biden")[3]
+    (probes / biden.name).symlink_to(biden)
+    run = sandbox.run("scan", str(probes), "--watchlist", str(watchlist), "--json")
+    assert run.code == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    records = run.records()
+    assert {r["image"] for r in records if r["type"] == "match"} == {biden.name}
+    assert records[-1]["type"] == "summary"
+
+
+def test_a_damaged_database_file_is_one_line(sandbox: Sandbox) -> None:
+    ok(sandbox.run("init", "--organisation", "Corner Shops", "--admin", "alice"))
+    database = next((sandbox.root / "home").rglob("watchkeeper.db"))
+    database.write_bytes(b"this is not a database, and not empty either" * 200)
+    run = sandbox.run("sites", "list", "--json", "--user", "alice")
+    assert run.code != 0
+    no_traceback(run)
