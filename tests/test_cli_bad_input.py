@@ -1,5 +1,6 @@
 """Bad input on the command line: a clear one-line error and its exit code, never a
-traceback, nothing stored; a folder scan goes on past a file it cannot use."""
+traceback, nothing stored; a folder scan goes on past a file it cannot use. And the
+account commands of issue 17: `users unlock`, `tokens issue --json`."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import pytest
 from PIL import Image
 
 from tests.support.cli import Run, Sandbox, one_line_error
-from tests.support.data import build_watchlist, lfw_photos
+from tests.support.data import MODELS, build_watchlist, lfw_photos
 from tests.test_governance_cli import BIDEN_PHOTOS, enrol, ok, output, set_up_organisation
+from watchkeeper.config import load_settings
+from watchkeeper.governance import access
+from watchkeeper.governance.accounts import SignInDelayed, SignInRefused, sign_in
+from watchkeeper.store.database import open_store
 
 CONFIG_ERROR = 2
 WATCHLIST_ERROR = 5
-SUBJECT_FIELDS = ("--label", "woman, red coat", "--reason", "threatened staff")
 
 
 def thin_photo(folder: Path, width: int = 6000, height: int = 1) -> Path:
@@ -98,3 +102,61 @@ def test_a_damaged_database_file_is_one_line(sandbox: Sandbox) -> None:
     run = sandbox.run("sites", "list", "--json", "--user", "alice")
     assert run.code != 0
     no_traceback(run)
+
+
+# -- accounts: unlocking a name, tokens as JSON -----------------------------------------
+
+
+def test_users_unlock_lifts_the_delays_on_a_name_and_is_audited(
+    shop: tuple[Sandbox, str],
+) -> None:
+    box, _ = shop
+    ok(box.run("users", "password", "dave", "--password-stdin", "--user", "alice",
+               stdin="correct horse battery staple\n"))  # fmt: skip
+    home = box.root / "home"
+    settings = load_settings(
+        models_dir=MODELS,
+        data_dir=home / ".local/share/watchkeeper",
+        key_file=home / ".config/watchkeeper/key",
+    )
+    store = open_store(settings)
+    try:
+
+        def attempt(password: str) -> type[Exception] | None:
+            with store.session() as session:
+                organisation = access.organisation(session)
+                try:
+                    sign_in(session, store.keys, organisation, "dave", password,
+                            settings.web, "203.0.113.7")  # fmt: skip
+                except (SignInRefused, SignInDelayed) as refused:
+                    return type(refused)
+            return None
+
+        free = settings.web.sign_in.free_per_name_and_address
+        assert [attempt("wrong") for _ in range(free)] == [SignInRefused] * free
+        assert attempt("correct horse battery staple") is SignInDelayed
+        refused = box.run("users", "unlock", "dave", "--user", "dave")
+        assert refused.code == 9, refused.stderr
+        assert output(box.run("users", "unlock", "dave", "--json", "--user", "alice")) == {
+            "user": "dave",
+            "addresses": 1,
+        }
+        assert attempt("correct horse battery staple") is None
+    finally:
+        store.close()
+    events = output(box.run("audit", "list", "--json", "--user", "alice"))
+    assert any(e["action"] == "user.unlock" and e["actor"] == "alice" for e in events)
+
+
+def test_tokens_issue_prints_json_with_the_token(shop: tuple[Sandbox, str]) -> None:
+    box, _ = shop
+    issued = output(
+        box.run("tokens", "issue", "bob", "--label", "till", "--days", "7", "--json",
+                "--user", "alice")
+    )  # fmt: skip
+    assert issued["token"].startswith(issued["prefix"])
+    assert (issued["owner"], issued["label"]) == ("bob", "till")
+    listed = output(box.run("tokens", "list", "--json", "--user", "alice"))
+    assert any(token["prefix"] == issued["prefix"] for token in listed)
+    assert "Traceback" not in box.run("tokens", "issue", "bob", "--label", "x", "--days",
+                                      "999999999", "--user", "alice").stderr  # fmt: skip

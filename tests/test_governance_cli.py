@@ -66,6 +66,7 @@ TABLES = {
     "login_session",
     "api_token",
     "notification_outbox",
+    "sign_in_throttle",
 }
 AUDIT_HEAD = {"audit_count", "audit_head", "audit_head_mac"}
 """The organisation's columns that change with every audit event."""

@@ -42,6 +42,7 @@ from watchkeeper.governance.organisation import (
     set_policy,
     update_camera,
 )
+from watchkeeper.governance.throttle import unlock
 from watchkeeper.store.crypto import encode_key, generate_key, write_key_file
 from watchkeeper.store.database import Store, database_url, open_store
 from watchkeeper.store.models import (
@@ -238,6 +239,25 @@ def users_password(
     stderr.print(f"password set for {name!r}")
 
 
+@users_app.command("unlock")
+def users_unlock(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Whose sign-in delays to lift.")],
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Lift every sign-in delay on a user's name, from every address (administrators
+    only); audited. Delays on a whole address or past the global ceiling run out alone."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        target = access.user(g.session, g.organisation.id, name)
+        addresses = unlock(g.session, g.store.keys, g.organisation, g.actor, target)
+    if as_json:
+        emit_json({"user": name, "addresses": addresses})
+    else:
+        stderr.print(f"sign-in delays lifted for {name!r} at {addresses} address(es)")
+
+
 @tokens_app.command("issue")
 def tokens_issue(
     ctx: typer.Context,
@@ -246,12 +266,24 @@ def tokens_issue(
     days: Annotated[int, typer.Option(help=f"Days it lasts (at most {MAX_TOKEN_DAYS}).")] = 90,
     user: UserOption = None,
     organisation: OrganisationOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Issue an API token (administrators only). It is printed once and never again."""
     with cli_errors(), governed(ctx, user, organisation) as g:
         target = access.user(g.session, g.organisation.id, owner)
         issued = issue_token(g.session, g.store.keys, g.actor, target, label, days)
         expires = issued.row.expires_at
+    if as_json:
+        emit_json(
+            {
+                "token": issued.token,
+                "prefix": issued.row.prefix,
+                "owner": owner,
+                "label": issued.row.label,
+                "expires_at": expires.isoformat(),
+            }
+        )
+        return
     sys.stdout.write(issued.token + "\n")
     stderr.print(f"token for {owner!r} ({label}) until {expires:%Y-%m-%d}; store it now")
 

@@ -212,12 +212,30 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     password_hash: Mapped[str | None] = mapped_column(String(200))
     """argon2id hash (PHC string); None: the user cannot sign in to the web app."""
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    """Wrong passwords since the last sign-in (reset when one succeeds)."""
-    locked_until: Mapped[dt.datetime | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     sites: Mapped[list[Site]] = relationship(secondary="user_site")
+
+
+class SignInThrottle(Base):
+    """A counter of failed sign-ins that slows guessing down (governance/throttle.py).
+
+    ``key`` says what is counted: ``pair:ADDRESS NAME`` (one name from one address),
+    ``address:ADDRESS`` (any name from one address), ``global`` (every failure in the
+    current window, which began at ``last_at``), or ``known:ADDRESS`` (an address where
+    someone signed in successfully, last at ``last_at``; ``failures`` unused)."""
+
+    __tablename__ = "sign_in_throttle"
+    __table_args__ = (UniqueConstraint("organisation_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    key: Mapped[str] = mapped_column(String(250))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_at: Mapped[dt.datetime]
+    """The last failure (or success, for a known address; the window's start, for global)."""
+    blocked_until: Mapped[dt.datetime | None] = mapped_column()
+    """Sign-ins this counter covers are refused until then."""
 
 
 class LoginSession(Base):
