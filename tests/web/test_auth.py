@@ -208,3 +208,19 @@ def test_every_page_carries_the_security_headers(client: TestClient) -> None:
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_hsts_is_sent_exactly_when_cookies_are_secure(
+    shop: Shop, store_settings: Settings, secure: bool
+) -> None:
+    """Secure cookies mean the app is reached over HTTPS: browsers are then told to
+    refuse plain HTTP to it (a year). Over plain HTTP on 127.0.0.1 that would lock the
+    browser out, so not without."""
+    web = store_settings.web.model_copy(update={"secure_cookies": secure})
+    app = create_app(store_settings.model_copy(update={"web": web}), shop.store)
+    with TestClient(app, base_url="https://shop.example") as client:
+        for response in (client.get("/login"), client.get("/api/openapi.json")):
+            assert response.headers.get("strict-transport-security") == (
+                "max-age=31536000" if secure else None
+            )

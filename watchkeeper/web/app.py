@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+import fastapi_offline
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -26,9 +27,12 @@ from watchkeeper.service.broadcast import AlertBroadcaster
 from watchkeeper.service.supervisor import Supervisor
 from watchkeeper.store.database import Store
 from watchkeeper.web.deps import NotSignedIn
+from watchkeeper.web.openapi import with_refusals
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+"""Swagger UI's script and style sheet, as the fastapi-offline package ships them."""
 
 SECURITY_HEADERS = {
     # Pages, styles and scripts come from this server only; no page may frame ours.
@@ -38,6 +42,11 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+HSTS = "max-age=31536000"
+"""Strict-Transport-Security with secure cookies on (the app is reached over HTTPS):
+browsers refuse plain HTTP to this host for a year. No includeSubDomains: other
+hosts of the shop's domain are not this app's to decide for."""
 
 
 def create_app(
@@ -76,7 +85,8 @@ def create_app(
 
     app = FastAPI(
         title="Watchkeeper",
-        docs_url="/api/docs",
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
     )
@@ -85,6 +95,13 @@ def create_app(
     app.state.supervisor = supervisor
     app.state.broadcaster = broadcaster or AlertBroadcaster()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.mount("/api/docs/assets", StaticFiles(directory=DOCS_ASSETS), name="api-docs-assets")
+
+    @app.get("/api/docs", include_in_schema=False, response_class=HTMLResponse)
+    def api_docs(request: Request) -> HTMLResponse:
+        """The API's reference (Swagger UI) from this server's own files."""
+        return templates.TemplateResponse(request, "api_docs.html", {})
+
     app.include_router(auth.router)
     app.include_router(home.router)
     app.include_router(alerts.router)
@@ -96,6 +113,7 @@ def create_app(
     app.include_router(alerts_api.router)
     app.include_router(watchlist_api.router)
     app.include_router(audit_api.router)
+    with_refusals(app)
 
     @app.exception_handler(NotSignedIn)
     async def to_sign_in(request: Request, exc: NotSignedIn) -> Response:
@@ -143,6 +161,8 @@ def create_app(
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if settings.web.secure_cookies:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response
 
     return app
