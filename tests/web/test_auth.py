@@ -11,10 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.support.shop import Shop
+from tests.support.web import api_token
 from watchkeeper.config import Settings
 from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
-from watchkeeper.governance.accounts import set_password
+from watchkeeper.governance.accounts import deactivate, set_password
 from watchkeeper.store.models import AuditEvent, LoginSession, User, utcnow
 from watchkeeper.web.app import create_app
 from watchkeeper.web.deps import SESSION_COOKIE
@@ -224,3 +225,34 @@ def test_hsts_is_sent_exactly_when_cookies_are_secure(
             assert response.headers.get("strict-transport-security") == (
                 "max-age=31536000" if secure else None
             )
+
+
+def test_a_deactivated_user_is_out_at_once_and_their_history_stays(
+    client: TestClient, shop: Shop
+) -> None:
+    """A leaver: their open session and API token stop working at once (a password reset
+    alone would leave the token), they cannot sign in, and what they did still names them."""
+    assert sign_in(client, "bob", PASSWORDS["bob"]).status_code == 303
+    assert client.get("/").status_code == 200
+    token = api_token(shop, "bob")
+    assert client.get("/api/me", headers=token).status_code == 200
+    with shop.tx() as tx:
+        alice = access.user(tx.session, tx.organisation.id, "alice")
+        with pytest.raises(PolicyError, match="cannot deactivate themselves"):
+            deactivate(tx.session, shop.store.keys, alice, alice)
+    with shop.tx() as tx:
+        alice = access.user(tx.session, tx.organisation.id, "alice")
+        bob = access.user(tx.session, tx.organisation.id, "bob")
+        done = deactivate(tx.session, shop.store.keys, alice, bob)
+    assert (done.sessions, done.tokens) == (1, 1)
+    assert client.get("/").status_code == 303, "the open session ended"
+    assert client.get("/api/me", headers=token).status_code == 401, "the token ended"
+    assert sign_in(client, "bob", PASSWORDS["bob"]).status_code == 401
+    with shop.tx() as tx:
+        bob = access.user(tx.session, tx.organisation.id, "bob")
+        assert not bob.active
+        assert tx.incident.reporter.name == "bob", "the history keeps naming them"
+        event = tx.session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "user.deactivate")
+        ).one()
+    assert (event.actor, event.details) == ("alice", {"sessions": 1, "tokens": 1})

@@ -27,6 +27,7 @@ from watchkeeper.errors import ConfigError, EncryptionKeyError, NotFoundError
 from watchkeeper.governance import access
 from watchkeeper.governance.accounts import (
     MAX_TOKEN_DAYS,
+    deactivate,
     issue_token,
     revoke_token,
     set_password,
@@ -237,6 +238,28 @@ def users_password(
         target = access.user(g.session, g.organisation.id, name)
         set_password(g.session, g.store.keys, g.actor, target, password)
     stderr.print(f"password set for {name!r}")
+
+
+@users_app.command("deactivate")
+def users_deactivate(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who leaves (an administrator, not oneself).")],
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Deactivate a user (administrators only): their web sessions end and their API
+    tokens are revoked at once; they can no longer sign in or act. Their history stays."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        target = access.user(g.session, g.organisation.id, name)
+        done = deactivate(g.session, g.store.keys, g.actor, target)
+    if as_json:
+        emit_json({"user": name, "sessions_ended": done.sessions, "tokens_revoked": done.tokens})
+    else:
+        stderr.print(
+            f"deactivated {name!r}: {done.sessions} session(s) ended, "
+            f"{done.tokens} token(s) revoked"
+        )
 
 
 @users_app.command("unlock")

@@ -208,13 +208,51 @@ def sign_out(session: Session, keys: KeyRing, row: LoginSession) -> None:
     audit.record(session, keys, user.organisation_id, user.name, "user.sign-out", "session", row.id)
 
 
-def end_sessions(session: Session, user: User) -> None:
-    """End every open session of ``user`` (password changed, account deactivated)."""
+def end_sessions(session: Session, user: User) -> int:
+    """End every open session of ``user`` (password changed, account deactivated); how
+    many were open."""
     now = utcnow()
+    ended = 0
     for row in session.scalars(
         select(LoginSession).where(LoginSession.user_id == user.id, LoginSession.ended_at.is_(None))
     ):
         row.ended_at = now
+        ended += 1
+    return ended
+
+
+@dataclass(frozen=True)
+class Deactivated:
+    sessions: int
+    """Web sessions that were open and ended."""
+    tokens: int
+    """API tokens that were valid and are revoked."""
+
+
+def deactivate(session: Session, keys: KeyRing, actor: User, target: User) -> Deactivated:
+    """Deactivate ``target`` (administrators only; never oneself, so an administrator
+    always remains): their open sessions end and their API tokens are revoked at once,
+    and they can no longer sign in or act. The account and its history stay: incidents,
+    entries, reviews and audit events keep naming them. Audited."""
+    require(actor, Permission.MANAGE_ORGANISATION)
+    if target.id == actor.id:
+        raise PolicyError("administrators cannot deactivate themselves; ask another one")
+    if not target.active:
+        raise PolicyError(f"user {target.name!r} is already deactivated")
+    target.active = False
+    sessions = end_sessions(session, target)
+    now = utcnow()
+    tokens = 0
+    for row in session.scalars(
+        select(ApiToken).where(ApiToken.user_id == target.id, ApiToken.revoked_at.is_(None))
+    ):
+        row.revoked_at = now
+        tokens += row.expires_at > now
+    audit.record(
+        session, keys, target.organisation_id, actor.name, "user.deactivate", "user", target.id,
+        sessions=sessions, tokens=tokens,
+    )  # fmt: skip
+    return Deactivated(sessions, tokens)
 
 
 @dataclass(frozen=True)
