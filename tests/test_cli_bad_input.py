@@ -160,3 +160,41 @@ def test_tokens_issue_prints_json_with_the_token(shop: tuple[Sandbox, str]) -> N
     assert any(token["prefix"] == issued["prefix"] for token in listed)
     assert "Traceback" not in box.run("tokens", "issue", "bob", "--label", "x", "--days",
                                       "999999999", "--user", "alice").stderr  # fmt: skip
+
+
+def test_users_deactivate_ends_tokens_and_is_audited(shop: tuple[Sandbox, str]) -> None:
+    box, _ = shop
+    ok(box.run("users", "create", "gina", "--role", "reviewer", "--site", "Leeds",
+               "--no-password", "--user", "alice"))  # fmt: skip
+    ok(box.run("tokens", "issue", "gina", "--label", "till", "--user", "alice"))
+    done = output(box.run("users", "deactivate", "gina", "--json", "--user", "alice"))
+    assert done == {"user": "gina", "sessions_ended": 0, "tokens_revoked": 1}
+    again = box.run("users", "deactivate", "gina", "--user", "alice")
+    assert again.code == 9
+    assert "already deactivated" in no_traceback(again)
+    users = output(box.run("users", "list", "--json", "--user", "alice"))
+    assert {u["name"]: u["active"] for u in users}["gina"] is False
+    tokens = output(box.run("tokens", "list", "--json", "--user", "alice"))
+    assert [t["revoked"] for t in tokens if t["user"] == "gina"] == [True], tokens
+    acting = box.run("alerts", "list", "--user", "gina")
+    assert acting.code == 9, acting.stderr
+    assert "deactivated" in no_traceback(acting)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "refusal"),
+    [
+        (("audit", "list", "--limit", "0"), CONFIG_ERROR, "--limit must be 1 to 100,000"),
+        (("audit", "list", "--limit", "9" * 30), CONFIG_ERROR, "--limit must be 1 to 100,000"),
+        (("policy", "set", "--watchlist-cap-per-site", "9" * 30), 9, "the watchlist cap"),
+        (("policy", "set", "--false-matches-before-suspension", "0"), 9, "false-match limit"),
+        (("tokens", "issue", "bob", "--label", "x", "--days", "999999999"), 9, "between 1"),
+    ],
+)
+def test_numbers_at_the_limits_are_refused_in_one_line(
+    shop: tuple[Sandbox, str], args: tuple[str, ...], code: int, refusal: str
+) -> None:
+    box, _ = shop
+    run = box.run(*args, "--user", "alice")
+    assert run.code == code, (args, run.stderr)
+    assert refusal in no_traceback(run), args

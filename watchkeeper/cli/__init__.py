@@ -51,8 +51,9 @@ def main() -> None:
         raise SystemExit(exc.exit_code) from None
     except Exception as exc:
         logging.getLogger("watchkeeper").debug("unexpected failure", exc_info=True)
+        first_line = (str(exc).strip().splitlines() or [""])[0]
         sys.stderr.write(
-            f"error: unexpected {type(exc).__name__}: {str(exc).strip().partition(chr(10))[0]} "
+            f"error: unexpected {type(exc).__name__}: {first_line} "
             "(a fault in Watchkeeper; run again with -vv to log where)\n"
         )
         raise SystemExit(UNEXPECTED_EXIT) from None
