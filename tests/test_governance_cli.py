@@ -70,6 +70,7 @@ TABLES = {
     "estate_probe",
     "estate_finding",
     "estate_sensitive_site",
+    "sign_in_throttle",
 }
 AUDIT_HEAD = {"audit_count", "audit_head", "audit_head_mac"}
 """The organisation's columns that change with every audit event."""

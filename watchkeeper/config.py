@@ -337,6 +337,41 @@ def default_key_file() -> Path:
     return Path(platformdirs.user_config_dir("watchkeeper")) / "key"
 
 
+class SignInLimits(BaseModel):
+    """Sign-in throttling (governance/throttle.py). Failures are counted per name and
+    address and per address; past the free failures each further one doubles a delay
+    during which that name (or that address) cannot sign in from there. Nobody is
+    locked out everywhere: the same account signs in from another address as usual."""
+
+    free_per_name_and_address: int = Field(
+        5, ge=1, description="Wrong passwords for one name from one address before delays."
+    )
+    free_per_address: int = Field(
+        20, ge=1, description="Failed sign-ins from one address, any names, before delays."
+    )
+    first_delay_s: float = Field(
+        30.0, gt=0, description="The first delay, in seconds; each further failure doubles it."
+    )
+    max_delay_minutes: float = Field(60.0, gt=0, description="The longest delay, in minutes.")
+    forget_hours: float = Field(
+        24.0, gt=0, description="A counter with no failure for this long starts again from 0."
+    )
+    ceiling: int = Field(
+        200,
+        ge=1,
+        description="Failed sign-ins from all addresses together in one window beyond "
+        "which only known addresses (where someone signed in before) may try.",
+    )
+    ceiling_window_minutes: float = Field(
+        15.0, gt=0, description="The window the ceiling counts over, in minutes."
+    )
+    known_address_days: float = Field(
+        90.0,
+        gt=0,
+        description="An address stays known this long after a successful sign-in from it.",
+    )
+
+
 class WebConfig(BaseModel):
     """The web app of `watchkeeper serve`: where it listens, and how sign-in is guarded."""
 
@@ -352,11 +387,9 @@ class WebConfig(BaseModel):
     idle_minutes: float = Field(
         30.0, gt=0, description="A session unused for this long ends, in minutes."
     )
-    lockout_failures: int = Field(
-        5, ge=1, description="Wrong passwords in a row that lock an account."
-    )
-    lockout_minutes: float = Field(
-        15.0, gt=0, description="How long a locked account refuses every password, minutes."
+    sign_in: SignInLimits = Field(
+        default_factory=SignInLimits,
+        description="How failed sign-ins slow guessing down without locking anyone out.",
     )
     secure_cookies: bool = Field(
         False,

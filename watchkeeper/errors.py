@@ -91,3 +91,15 @@ class AlreadyRunningError(WatchkeeperError):
     """Another `watchkeeper serve` runs on the same data folder."""
 
     exit_code = 14
+
+
+class StorageError(WatchkeeperError):
+    """The database or the disk refused to store a change: the disk is full
+    (``disk_full``), or the database cannot be reached or written. Nothing of the
+    change was kept."""
+
+    exit_code = 15
+
+    def __init__(self, reason: str, disk_full: bool) -> None:
+        super().__init__(reason)
+        self.disk_full = disk_full

@@ -4,7 +4,6 @@ RTSP camera, a real SQLite database on that disk."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.data import DEBATE, MODELS
+from tests.support.disk import fill, small_tmpfs
 from tests.support.rtsp_server import RtspServer
 from tests.support.shop import enrol_subject, set_up_shop
 from tests.support.waiting import wait_until
@@ -26,36 +26,9 @@ from watchkeeper.store.models import Alert
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MB tmpfs of the test's own, to fill up (mounting needs root; where the
-    machine refuses, the test says so and does not run)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
+    """A 64 MB tmpfs of the test's own, to fill up."""
+    with small_tmpfs(tmp_path / "disk") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Take every free byte of ``disk`` (1 MiB writes, then 4 KiB ones); the file that
-    holds them."""
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as out:
-        for size in (1 << 20, 1 << 12):
-            try:
-                while out.write(b"\0" * size):
-                    pass
-            except OSError:
-                pass
-    return filler
 
 
 def test_a_full_disk_keeps_alerts_in_memory_says_so_and_stores_them_when_space_returns(

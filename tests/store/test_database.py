@@ -4,6 +4,7 @@ touched, and biometric data and camera credentials never stored in the clear."""
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import sqlite3
 import uuid
@@ -18,13 +19,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from pydantic import SecretStr
 from sqlalchemy import Engine, inspect, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from tests.support.data import MODELS
 from tests.support.shop import PostgresServer, Shop, enrol_subject, set_up_shop
 from watchkeeper.config import Settings, load_settings
-from watchkeeper.errors import DatabaseError, EncryptionKeyError
+from watchkeeper.errors import DatabaseError, EncryptionKeyError, PolicyError
 from watchkeeper.governance import audit
 from watchkeeper.governance.alerts import probe_vector, record_alert
 from watchkeeper.governance.organisation import add_camera, camera_source
@@ -44,6 +45,7 @@ from watchkeeper.store.database import (
     database_url,
     file_changes,
     open_store,
+    storage_failure,
 )
 from watchkeeper.store.models import (
     Alert,
@@ -472,3 +474,60 @@ def test_the_migrations_build_exactly_the_schema_of_the_models(store: Store) -> 
     with store.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "disk_full", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), True, "disk full"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True, "disk full"),
+        (
+            OperationalError("COMMIT", {}, sqlite3.OperationalError("database or disk is full")),
+            True,
+            "disk full: database or disk is full",
+        ),
+        (
+            OperationalError("INSERT", {}, Exception("could not extend file: No space left")),
+            True,
+            "disk full",
+        ),
+        (
+            OperationalError("COMMIT", {}, sqlite3.OperationalError("database is locked")),
+            False,
+            "the database refused the change: database is locked",
+        ),
+        (OSError(errno.ENAMETOOLONG, "File name too long"), None, None),
+        (ValueError("a bug"), None, None),
+    ],
+)
+def test_storage_failures_are_told_apart(
+    failure: BaseException, disk_full: bool | None, reason: str | None
+) -> None:
+    """What the web app answers 507 (disk full) or 503 with, and the command line reports:
+    only failures to store, never a programming error."""
+    refusal = storage_failure(failure)
+    if disk_full is None:
+        assert refusal is None
+        return
+    assert refusal is not None
+    assert refusal.disk_full is disk_full
+    assert reason in str(refusal)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "refusal"),
+    [
+        ("description", "x" * 10_001, "incident description is too long: 10,001 characters"),
+        ("police_reference", "P" * 101, "incident police reference is too long"),
+        ("description", "nul\x00inside", "incident description contains a NUL character"),
+    ],
+)
+def test_text_that_does_not_fit_its_column_is_refused_on_every_database(
+    shop: Shop, field: str, value: str, refusal: str
+) -> None:
+    """SQLite does not enforce column lengths and PostgreSQL answers with a driver error:
+    the store refuses both alike, naming the field, before anything is written."""
+    with pytest.raises(PolicyError, match=refusal), shop.tx() as tx:
+        setattr(tx.incident, field, value)
+    with shop.tx() as tx:
+        assert getattr(tx.incident, field) != value

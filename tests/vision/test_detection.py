@@ -93,7 +93,19 @@ def test_downscaled_detection_reports_full_resolution_coordinates(
 
 
 @pytest.mark.parametrize("backend", ["yunet", "hog"])
-@pytest.mark.parametrize("shape", [(240, 320, 3), (1080, 1920, 3), (37, 53, 3)])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (240, 320, 3),
+        (1080, 1920, 3),
+        (37, 53, 3),
+        # Thin and odd shapes: downscaling must keep at least one row or column.
+        (1, 6000, 3),
+        (6000, 1, 3),
+        (2, 20000, 3),
+        (1, 1, 3),
+    ],
+)
 def test_a_frame_without_faces_gives_none(
     registry: ModelRegistry, backend: str, shape: tuple[int, int, int]
 ) -> None:

@@ -1,4 +1,4 @@
-"""Signing in to the web app: passwords, sessions, CSRF, lockout, on a real database."""
+"""Signing in to the web app: passwords, sessions, CSRF, throttling, on a real database."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.support.shop import Shop
+from tests.support.web import api_token
 from watchkeeper.config import Settings
 from watchkeeper.errors import PolicyError
 from watchkeeper.governance import access
-from watchkeeper.governance.accounts import set_password
+from watchkeeper.governance.accounts import deactivate, set_password
 from watchkeeper.store.models import AuditEvent, LoginSession, User, utcnow
 from watchkeeper.web.app import create_app
 from watchkeeper.web.deps import SESSION_COOKIE
@@ -91,25 +92,37 @@ def test_a_refused_sign_in_says_the_same_whatever_was_wrong(
     assert client.get("/").status_code == 303
 
 
-def test_repeated_failures_lock_the_account_for_a_while(
-    client: TestClient, shop: Shop, store_settings: Settings
+SHOP_MACHINE = ("192.168.1.20", 51000)
+ATTACKER = ("203.0.113.7", 40000)
+
+
+def test_the_lockout_attack_does_not_keep_a_reviewer_out_of_the_shops_own_machine(
+    shop: Shop, store_settings: Settings, client: TestClient
 ) -> None:
-    failures = store_settings.web.lockout_failures
-    for _ in range(failures):
-        assert sign_in(client, "bob", "guessing again and again").status_code == 401
-    locked = sign_in(client, "bob", PASSWORDS["bob"])
-    assert locked.status_code == 401, "the right password is refused while locked"
-    assert "Wrong user name or password." in locked.text, "a lockout is not announced"
+    """The attack of issue 17: wrong passwords for an account, from elsewhere, again and
+    again. The guesser is slowed down (429 with Retry-After, even with the right
+    password); the account's owner signs in from the shop's machine as usual."""
+    limits = store_settings.web.sign_in.model_copy(update={"first_delay_s": 600})
+    web = store_settings.web.model_copy(update={"sign_in": limits})
+    app = create_app(store_settings.model_copy(update={"web": web}), shop.store)
+    with TestClient(app, follow_redirects=False, client=SHOP_MACHINE) as shop_machine:
+        assert sign_in(shop_machine, "bob", PASSWORDS["bob"]).status_code == 303
+    with TestClient(app, follow_redirects=False, client=ATTACKER) as attacker:
+        answers = [sign_in(attacker, "bob", f"guess {n}").status_code for n in range(30)]
+        free = limits.free_per_name_and_address
+        assert answers[:free] == [401] * free
+        assert set(answers[free:]) == {429}, "every later guess is refused unseen"
+        right = sign_in(attacker, "bob", PASSWORDS["bob"])
+        assert right.status_code == 429, "the right password does not pass a delay"
+        assert int(right.headers["retry-after"]) > 0
+        assert "Too many failed sign-ins" in right.text
+    with TestClient(app, follow_redirects=False, client=SHOP_MACHINE) as shop_machine:
+        assert sign_in(shop_machine, "bob", PASSWORDS["bob"]).status_code == 303
+        assert "You are bob" in shop_machine.get("/").text
     actions = audit_actions(shop)
-    assert actions.count("user.sign-in-failed") == failures
-    assert actions[-1] == "user.sign-in-locked"
-    with shop.tx() as tx:
-        bob = access.user(tx.session, tx.organisation.id, "bob")
-        assert bob.locked_until is not None
-        minutes = (bob.locked_until - utcnow()).total_seconds() / 60
-        assert minutes == pytest.approx(store_settings.web.lockout_minutes, abs=1)
-        bob.locked_until = utcnow() - dt.timedelta(seconds=1)  # the lock has run out
-    assert sign_in(client, "bob", PASSWORDS["bob"]).status_code == 303
+    assert actions.count("user.sign-in-failed") == free
+    assert actions.count("user.sign-in-delayed") == 30 - free + 1
+    assert actions[-1] == "user.sign-in"
 
 
 def test_a_form_without_the_sessions_csrf_token_changes_nothing(client: TestClient) -> None:
@@ -196,3 +209,50 @@ def test_every_page_carries_the_security_headers(client: TestClient) -> None:
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_hsts_is_sent_exactly_when_cookies_are_secure(
+    shop: Shop, store_settings: Settings, secure: bool
+) -> None:
+    """Secure cookies mean the app is reached over HTTPS: browsers are then told to
+    refuse plain HTTP to it (a year). Over plain HTTP on 127.0.0.1 that would lock the
+    browser out, so not without."""
+    web = store_settings.web.model_copy(update={"secure_cookies": secure})
+    app = create_app(store_settings.model_copy(update={"web": web}), shop.store)
+    with TestClient(app, base_url="https://shop.example") as client:
+        for response in (client.get("/login"), client.get("/api/openapi.json")):
+            assert response.headers.get("strict-transport-security") == (
+                "max-age=31536000" if secure else None
+            )
+
+
+def test_a_deactivated_user_is_out_at_once_and_their_history_stays(
+    client: TestClient, shop: Shop
+) -> None:
+    """A leaver: their open session and API token stop working at once (a password reset
+    alone would leave the token), they cannot sign in, and what they did still names them."""
+    assert sign_in(client, "bob", PASSWORDS["bob"]).status_code == 303
+    assert client.get("/").status_code == 200
+    token = api_token(shop, "bob")
+    assert client.get("/api/me", headers=token).status_code == 200
+    with shop.tx() as tx:
+        alice = access.user(tx.session, tx.organisation.id, "alice")
+        with pytest.raises(PolicyError, match="cannot deactivate themselves"):
+            deactivate(tx.session, shop.store.keys, alice, alice)
+    with shop.tx() as tx:
+        alice = access.user(tx.session, tx.organisation.id, "alice")
+        bob = access.user(tx.session, tx.organisation.id, "bob")
+        done = deactivate(tx.session, shop.store.keys, alice, bob)
+    assert (done.sessions, done.tokens) == (1, 1)
+    assert client.get("/").status_code == 303, "the open session ended"
+    assert client.get("/api/me", headers=token).status_code == 401, "the token ended"
+    assert sign_in(client, "bob", PASSWORDS["bob"]).status_code == 401
+    with shop.tx() as tx:
+        bob = access.user(tx.session, tx.organisation.id, "bob")
+        assert not bob.active
+        assert tx.incident.reporter.name == "bob", "the history keeps naming them"
+        event = tx.session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "user.deactivate")
+        ).one()
+    assert (event.actor, event.details) == ("alice", {"sessions": 1, "tokens": 1})

@@ -94,12 +94,16 @@ def test_a_switch_from_the_model_page(
     assert again.json()["switch"]["actor"] == "carol", "already in use: nothing started"
 
 
-def test_a_missing_model_file_starts_nothing(
+def test_an_unknown_model_starts_nothing(
     app_client: TestClient, shop: Shop, face_models: FaceModels
 ) -> None:
+    """A name that is no identity model is the user's mistake (422, naming the choices),
+    not the server's (503 is for a known model whose file is missing or wrong)."""
     enrol_subject(shop, face_models, "Joseph_Biden")
     carol: Browser = sign_in(app_client, "carol")
-    refused = carol.post("/settings/model", data={"model": "no-such-model"})
-    assert refused.status_code == 503
-    assert "no-such-model" in refused.text
+    for name in ("no-such-model", "yunet-2023mar"):  # unknown; a detector, not an embedder
+        refused = carol.post("/settings/model", data={"model": name})
+        assert refused.status_code == 422
+        assert f"no identity model &#39;{name}&#39;" in refused.text
+        assert "sface-2021dec" in refused.text
     assert getattr(app_client.app.state, "model_switch", None) is None  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from watchkeeper.errors import ConfigError, EncryptionKeyError, NotFoundError
 from watchkeeper.governance import access
 from watchkeeper.governance.accounts import (
     MAX_TOKEN_DAYS,
+    deactivate,
     issue_token,
     revoke_token,
     set_password,
@@ -42,6 +43,7 @@ from watchkeeper.governance.organisation import (
     set_policy,
     update_camera,
 )
+from watchkeeper.governance.throttle import unlock
 from watchkeeper.store.crypto import encode_key, generate_key, write_key_file
 from watchkeeper.store.database import Store, database_url, open_store
 from watchkeeper.store.models import (
@@ -238,6 +240,47 @@ def users_password(
     stderr.print(f"password set for {name!r}")
 
 
+@users_app.command("deactivate")
+def users_deactivate(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who leaves (an administrator, not oneself).")],
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Deactivate a user (administrators only): their web sessions end and their API
+    tokens are revoked at once; they can no longer sign in or act. Their history stays."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        target = access.user(g.session, g.organisation.id, name)
+        done = deactivate(g.session, g.store.keys, g.actor, target)
+    if as_json:
+        emit_json({"user": name, "sessions_ended": done.sessions, "tokens_revoked": done.tokens})
+    else:
+        stderr.print(
+            f"deactivated {name!r}: {done.sessions} session(s) ended, "
+            f"{done.tokens} token(s) revoked"
+        )
+
+
+@users_app.command("unlock")
+def users_unlock(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Whose sign-in delays to lift.")],
+    user: UserOption = None,
+    organisation: OrganisationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Lift every sign-in delay on a user's name, from every address (administrators
+    only); audited. Delays on a whole address or past the global ceiling run out alone."""
+    with cli_errors(), governed(ctx, user, organisation) as g:
+        target = access.user(g.session, g.organisation.id, name)
+        addresses = unlock(g.session, g.store.keys, g.organisation, g.actor, target)
+    if as_json:
+        emit_json({"user": name, "addresses": addresses})
+    else:
+        stderr.print(f"sign-in delays lifted for {name!r} at {addresses} address(es)")
+
+
 @tokens_app.command("issue")
 def tokens_issue(
     ctx: typer.Context,
@@ -246,12 +289,24 @@ def tokens_issue(
     days: Annotated[int, typer.Option(help=f"Days it lasts (at most {MAX_TOKEN_DAYS}).")] = 90,
     user: UserOption = None,
     organisation: OrganisationOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Issue an API token (administrators only). It is printed once and never again."""
     with cli_errors(), governed(ctx, user, organisation) as g:
         target = access.user(g.session, g.organisation.id, owner)
         issued = issue_token(g.session, g.store.keys, g.actor, target, label, days)
         expires = issued.row.expires_at
+    if as_json:
+        emit_json(
+            {
+                "token": issued.token,
+                "prefix": issued.row.prefix,
+                "owner": owner,
+                "label": issued.row.label,
+                "expires_at": expires.isoformat(),
+            }
+        )
+        return
     sys.stdout.write(issued.token + "\n")
     stderr.print(f"token for {owner!r} ({label}) until {expires:%Y-%m-%d}; store it now")
 

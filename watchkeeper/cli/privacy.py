@@ -105,6 +105,10 @@ def audit_verify(
         raise fail(AuditError("the audit log was tampered with"))
 
 
+MAX_AUDIT_LIST = 100_000
+"""The most events `audit list` shows at once (the audit page exports more, as CSV)."""
+
+
 @audit_app.command("list")
 def audit_list(
     ctx: typer.Context,
@@ -115,6 +119,8 @@ def audit_list(
 ) -> None:
     """The newest audit events."""
     with cli_errors(), governed(ctx, user, organisation) as g:
+        if not 1 <= limit <= MAX_AUDIT_LIST:
+            raise ConfigError(f"--limit must be 1 to {MAX_AUDIT_LIST:,}, not {limit}")
         rows = [
             {
                 "sequence": e.sequence,

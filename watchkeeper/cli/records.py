@@ -19,12 +19,13 @@ from sqlalchemy.orm import Session
 
 from watchkeeper.cli.app import fail
 from watchkeeper.config import Settings
+from watchkeeper.dates import days_after, parse_utc
 from watchkeeper.errors import ConfigError, DatabaseError, PolicyError, WatchkeeperError
 from watchkeeper.governance import access
 from watchkeeper.governance.subjects import model_in_use
 from watchkeeper.pipeline import FaceModels
-from watchkeeper.store.database import Store, open_store
-from watchkeeper.store.models import Organisation, User
+from watchkeeper.store.database import Store, open_store, storage_failure
+from watchkeeper.store.models import Organisation, User, utcnow
 
 stdout = Console()
 
@@ -59,7 +60,12 @@ def cli_errors() -> Iterator[None]:
     except IntegrityError as exc:
         raise fail(PolicyError(f"refused by the database: {exc.orig}")) from None
     except SQLAlchemyError as exc:
-        raise fail(DatabaseError(f"database error: {exc}")) from None
+        raise fail(storage_failure(exc) or DatabaseError(f"database error: {exc}")) from None
+    except OSError as exc:
+        failure = storage_failure(exc)  # a full disk; any other OSError is not foreseen
+        if failure is None:
+            raise
+        raise fail(failure) from None
 
 
 @dataclass
@@ -103,17 +109,21 @@ def governed(
 def parse_when(text: str) -> dt.datetime:
     """An ISO date or date-time; a time without a zone is UTC."""
     try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{text!r} is not a date (YYYY-MM-DD) or date-time") from None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        return parse_utc(text)
+    except ValueError as refused:
+        raise ConfigError(str(refused)) from None
 
 
 def expiry(expires: str | None, days: int | None) -> dt.datetime | None:
     if expires is not None and days is not None:
         raise ConfigError("give --expires or --days, not both")
     if days is not None:
-        return dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+        if days < 1:
+            raise ConfigError(f"--days must be 1 or more, not {days}")
+        try:
+            return days_after(utcnow(), days)
+        except ValueError as refused:
+            raise ConfigError(f"--days: {refused}") from None
     return None if expires is None else parse_when(expires)
 
 

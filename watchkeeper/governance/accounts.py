@@ -1,12 +1,13 @@
-"""Passwords, sign-in with lockout, and login sessions for the web app.
+"""Passwords, throttled sign-in, and login sessions for the web app.
 
 - Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106's
   low-memory profile: 64 MiB, 3 passes); a hash made with older parameters is
   upgraded at the next successful sign-in.
-- After ``lockout_failures`` wrong passwords in a row an account is locked for
-  ``lockout_minutes``; while locked even the right password is refused. The
-  answer to a failed sign-in never says which part was wrong, or that the
-  account is locked (that would tell a guesser the name exists).
+- Failed sign-ins are throttled per name and address, per address and under a
+  global ceiling, with growing delays (:mod:`watchkeeper.governance.throttle`);
+  no account is ever locked everywhere. The answer to a failed sign-in never says
+  which part was wrong; a delay is announced, and says nothing about whether the
+  name exists (unknown names are delayed alike).
 - A session is a random 256-bit token in an HttpOnly cookie; the database keeps
   only its SHA-256. Sessions end when signed out, after ``session_hours``, or
   after ``idle_minutes`` without a request.
@@ -15,7 +16,7 @@
   user's role; only administrators issue them, for at most
   :data:`MAX_TOKEN_DAYS`. Only the token's SHA-256 is stored.
 
-Every sign-in, failure, lockout, password change, sign-out and token issued or
+Every sign-in, failure, delay, unlock, password change, sign-out and token issued or
 revoked is in the audit log.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 
@@ -35,6 +37,7 @@ from watchkeeper.config import WebConfig
 from watchkeeper.errors import PolicyError, WatchkeeperError
 from watchkeeper.governance import audit
 from watchkeeper.governance.access import Permission, require
+from watchkeeper.governance.throttle import Throttle, address_key
 from watchkeeper.store.crypto import KeyRing
 from watchkeeper.store.models import ApiToken, LoginSession, Organisation, User, utcnow
 
@@ -51,10 +54,23 @@ _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 class SignInRefused(WatchkeeperError):
-    """Wrong name or password, locked or inactive account: deliberately one message."""
+    """Wrong name or password, or an inactive account: deliberately one message."""
 
     def __init__(self) -> None:
         super().__init__("wrong user name or password")
+
+
+class SignInDelayed(WatchkeeperError):
+    """Too many failed sign-ins for this name from this address, from this address, or
+    from everywhere (then only known addresses may try): the password was not looked at."""
+
+    def __init__(self, seconds: int) -> None:
+        minutes = max(1, math.ceil(seconds / 60))
+        super().__init__(
+            f"too many failed sign-ins; try again in {minutes} minute"
+            f"{'s' if minutes > 1 else ''}, or ask an administrator to unlock your name"
+        )
+        self.seconds = seconds
 
 
 def hash_password(password: str) -> str:
@@ -72,12 +88,10 @@ def check_password_rules(password: str) -> None:
 
 def set_password(session: Session, keys: KeyRing, actor: User, target: User, password: str) -> None:
     """Set ``target``'s password: administrators for anyone, anyone for themselves.
-    Ends the target's open sessions and clears a lockout."""
+    Ends the target's open sessions."""
     if actor.id != target.id:
         require(actor, Permission.MANAGE_ORGANISATION)
     target.password_hash = hash_password(password)
-    target.failed_logins = 0
-    target.locked_until = None
     end_sessions(session, target)
     audit.record(
         session, keys, target.organisation_id, actor.name, "user.password", "user", target.id
@@ -91,37 +105,36 @@ def sign_in(
     name: str,
     password: str,
     config: WebConfig,
+    address: str | None,
     now: dt.datetime | None = None,
 ) -> User:
-    """The user whose ``name`` and ``password`` these are, else :class:`SignInRefused`.
+    """The user whose ``name`` and ``password`` these are, signing in from ``address``
+    (the client's IP address); else :class:`SignInRefused`, or :class:`SignInDelayed`
+    while a throttling delay is in force for this name or address.
 
-    Failures are counted and audited in ``session``'s transaction: commit it
-    whatever the outcome.
+    Failures and delays are counted and audited in ``session``'s transaction: commit
+    it whatever the outcome.
     """
     now = now or utcnow()
+    throttle = Throttle(session, keys, organisation, config.sign_in, now)
+    throttle.forget_old()
+    where = address_key(address)
     user = session.scalars(
         select(User).where(User.organisation_id == organisation.id, User.name == name)
     ).one_or_none()
+    delay = throttle.delay(name, where)
+    if delay is not None:
+        _verify(_DUMMY_HASH, password)  # as long as any other answer
+        throttle.refused(name, where, delay, user)
+        raise SignInDelayed(delay.seconds_left(now))
     if user is None or user.password_hash is None:
         _verify(_DUMMY_HASH, password)
-        raise SignInRefused
-    if user.locked_until is not None and user.locked_until > now:
-        _verify(_DUMMY_HASH, password)
-        audit.record(session, keys, organisation.id, name, "user.sign-in-locked", "user", user.id)
+        throttle.failed(name, where, user)
         raise SignInRefused
     if not _verify(user.password_hash, password) or not user.active:
-        user.failed_logins += 1
-        details: dict[str, int] = {"failures": user.failed_logins}
-        if user.failed_logins >= config.lockout_failures:
-            user.locked_until = now + dt.timedelta(minutes=config.lockout_minutes)
-            user.failed_logins = 0
-            details["locked_minutes"] = config.lockout_minutes
-        audit.record(
-            session, keys, organisation.id, name, "user.sign-in-failed", "user", user.id, **details
-        )
+        throttle.failed(name, where, user)
         raise SignInRefused
-    user.failed_logins = 0
-    user.locked_until = None
+    throttle.succeeded(name, where)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     return user
@@ -195,13 +208,51 @@ def sign_out(session: Session, keys: KeyRing, row: LoginSession) -> None:
     audit.record(session, keys, user.organisation_id, user.name, "user.sign-out", "session", row.id)
 
 
-def end_sessions(session: Session, user: User) -> None:
-    """End every open session of ``user`` (password changed, account deactivated)."""
+def end_sessions(session: Session, user: User) -> int:
+    """End every open session of ``user`` (password changed, account deactivated); how
+    many were open."""
     now = utcnow()
+    ended = 0
     for row in session.scalars(
         select(LoginSession).where(LoginSession.user_id == user.id, LoginSession.ended_at.is_(None))
     ):
         row.ended_at = now
+        ended += 1
+    return ended
+
+
+@dataclass(frozen=True)
+class Deactivated:
+    sessions: int
+    """Web sessions that were open and ended."""
+    tokens: int
+    """API tokens that were valid and are revoked."""
+
+
+def deactivate(session: Session, keys: KeyRing, actor: User, target: User) -> Deactivated:
+    """Deactivate ``target`` (administrators only; never oneself, so an administrator
+    always remains): their open sessions end and their API tokens are revoked at once,
+    and they can no longer sign in or act. The account and its history stay: incidents,
+    entries, reviews and audit events keep naming them. Audited."""
+    require(actor, Permission.MANAGE_ORGANISATION)
+    if target.id == actor.id:
+        raise PolicyError("administrators cannot deactivate themselves; ask another one")
+    if not target.active:
+        raise PolicyError(f"user {target.name!r} is already deactivated")
+    target.active = False
+    sessions = end_sessions(session, target)
+    now = utcnow()
+    tokens = 0
+    for row in session.scalars(
+        select(ApiToken).where(ApiToken.user_id == target.id, ApiToken.revoked_at.is_(None))
+    ):
+        row.revoked_at = now
+        tokens += row.expires_at > now
+    audit.record(
+        session, keys, target.organisation_id, actor.name, "user.deactivate", "user", target.id,
+        sessions=sessions, tokens=tokens,
+    )  # fmt: skip
+    return Deactivated(sessions, tokens)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,11 @@ from watchkeeper.store.models import (
 )
 from watchkeeper.video.sources import SourceKind, SourceSpec
 
+MAX_WATCHLIST_CAP = 100_000
+"""The highest watchlist cap per site a policy may set (far above any shop's need)."""
+MAX_FALSE_MATCHES = 1_000
+"""The highest false-match limit a policy may set."""
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -52,8 +57,10 @@ class Policy:
             raise PolicyError("default retention must be between 1 day and the maximum")
         if not 1 <= self.alert_retention_days <= MAX_RETENTION_DAYS:
             raise PolicyError(f"alert retention must be 1 to {MAX_RETENTION_DAYS} days")
-        if self.watchlist_cap_per_site < 1 or self.false_matches_before_suspension < 1:
-            raise PolicyError("the watchlist cap and false-match limit must be at least 1")
+        if not 1 <= self.watchlist_cap_per_site <= MAX_WATCHLIST_CAP:
+            raise PolicyError(f"the watchlist cap must be 1 to {MAX_WATCHLIST_CAP:,}")
+        if not 1 <= self.false_matches_before_suspension <= MAX_FALSE_MATCHES:
+            raise PolicyError(f"the false-match limit must be 1 to {MAX_FALSE_MATCHES}")
         roles = [name.strip() for name in self.approver_roles.split(",") if name.strip()]
         allowed = {Role.ADMIN.value, Role.MANAGER.value}
         if not roles or not set(roles) <= allowed:
@@ -234,6 +241,10 @@ def masked_url(url: str) -> str:
 
 URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
+MAX_SOURCE_LENGTH = 500
+"""The longest camera source taken (a URL with its credentials, or a path): what the
+camera list shows of it must fit its column."""
+
 
 def check_source(source: str) -> str:
     """``source`` without surrounding spaces, if a camera can be read from it: a stream
@@ -243,6 +254,10 @@ def check_source(source: str) -> str:
     text = source.strip()
     if not text:
         raise PolicyError("a camera needs a source: a stream URL, a video file or a webcam index")
+    if len(text) > MAX_SOURCE_LENGTH:
+        raise PolicyError(
+            f"a camera source is at most {MAX_SOURCE_LENGTH} characters, not {len(text):,}"
+        )
     if URL_START.match(text):
         scheme = text.split("://", 1)[0].lower()
         try:

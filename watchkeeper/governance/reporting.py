@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from watchkeeper.config import Settings
+from watchkeeper.dates import parse_utc
 from watchkeeper.errors import ModelError, PolicyError
 from watchkeeper.governance import audit
 from watchkeeper.governance.access import Permission, require
@@ -96,10 +97,9 @@ def parse_bound(text: str, *, end: bool = False) -> dt.datetime:
         start = dt.datetime.combine(day, dt.time(), dt.UTC)
         return start + dt.timedelta(days=1) if end else start
     try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise PolicyError(f"{text!r} is not a date (YYYY-MM-DD) or an ISO date-time") from None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        return parse_utc(text)
+    except ValueError as refused:
+        raise PolicyError(str(refused)) from None
 
 
 def _events(

@@ -19,7 +19,6 @@ new model (not counted as a failure): the camera is down only while it loads.
 from __future__ import annotations
 
 import collections
-import errno
 import logging
 import multiprocessing
 import queue
@@ -40,7 +39,7 @@ from watchkeeper.governance import access, audit
 from watchkeeper.governance.live import StoredAlert, record_match
 from watchkeeper.pipeline import MatchEvent
 from watchkeeper.service.camera_worker import EXIT_MODEL_CHANGED, EXIT_STOPPED, run_camera
-from watchkeeper.store.database import Store
+from watchkeeper.store.database import Store, storage_failure
 from watchkeeper.store.models import Camera, Site
 from watchkeeper.streaming.processes import worker_settings
 
@@ -92,12 +91,13 @@ AlertHandler = Callable[[CameraHealth, StoredAlert], None]
 
 
 def storage_problem(exc: Exception) -> str:
-    """Why storing failed, in one line of words: a full disk is named as such."""
-    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
-    lines = str(cause).strip().splitlines()
-    text = lines[0] if lines else type(cause).__name__
-    full = getattr(cause, "errno", None) == errno.ENOSPC or "disk is full" in text
-    return f"disk full ({text})" if full else text
+    """Why storing failed, in one line of words (a full disk is named as such), as the
+    web app says it (``store.database.storage_failure``)."""
+    failure = storage_failure(exc)
+    if failure is not None:
+        return str(failure)
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def exit_reason(exit_code: int | None) -> str:

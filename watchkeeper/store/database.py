@@ -3,6 +3,7 @@ migrations, the encryption key and the folder of encrypted files."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import uuid
@@ -17,11 +18,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from watchkeeper.config import Settings
-from watchkeeper.errors import DatabaseError, EncryptionKeyError
+from watchkeeper.errors import DatabaseError, EncryptionKeyError, StorageError
 from watchkeeper.store.crypto import KeyRing, decode_key, read_key_file
 from watchkeeper.store.models import Organisation
 
@@ -158,6 +159,32 @@ class EncryptedFiles:
         """Every file held under the root, finished or not."""
         if self.root.is_dir():
             yield from sorted(p for p in self.root.rglob("*") if p.is_file())
+
+
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def storage_failure(exc: BaseException) -> StorageError | None:
+    """``exc`` as a :class:`StorageError` when it says that storing failed: a full disk
+    (the file system's ENOSPC or quota, SQLite's "database or disk is full",
+    PostgreSQL's "could not extend file ...: No space left on device") or any other
+    error of the database driver; None for anything else (a programming error stays
+    one)."""
+    if isinstance(exc, OSError):
+        if exc.errno in DISK_FULL_ERRNOS:
+            return StorageError(f"disk full: {exc.strerror or exc}", disk_full=True)
+        return None
+    if not isinstance(exc, DBAPIError):
+        return None
+    cause = exc.orig if exc.orig is not None else exc
+    lines = str(cause).strip().splitlines()
+    text = lines[0] if lines else type(cause).__name__
+    full = getattr(cause, "errno", None) in DISK_FULL_ERRNOS or any(
+        words in text.lower() for words in ("disk is full", "no space left")
+    )
+    if full:
+        return StorageError(f"disk full: {text}", disk_full=True)
+    return StorageError(f"the database refused the change: {text}", disk_full=False)
 
 
 @dataclass

@@ -27,9 +27,12 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    event,
 )
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relationship
+
+from watchkeeper.errors import PolicyError
 
 MAX_RETENTION_DAYS = 730
 """The ceiling on any watchlist entry's life: 24 months, whatever a policy says."""
@@ -109,6 +112,33 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict] = {dt.datetime: UTCDateTime(), uuid.UUID: Uuid()}
 
 
+FREE_TEXT_LIMIT = 10_000
+"""The most characters a free-text field (an incident's description, an entry's reason,
+a note) holds."""
+
+
+@event.listens_for(Base, "before_insert", propagate=True)
+@event.listens_for(Base, "before_update", propagate=True)
+def _text_fits(_mapper: Mapper, _connection: Connection, row: Base) -> None:
+    """Refuse, naming the field, text that the database would cut, refuse or store
+    unevenly: longer than its column (SQLite does not enforce lengths, PostgreSQL answers
+    with a driver error) or than :data:`FREE_TEXT_LIMIT`, or holding a NUL character
+    (which PostgreSQL cannot store). One check for every way in: pages, API, commands."""
+    mapper = row.__mapper__
+    for column in mapper.columns:
+        if not isinstance(column.type, String) or isinstance(column.type, Enum):
+            continue
+        value = getattr(row, mapper.get_property_by_column(column).key, None)
+        if not isinstance(value, str):
+            continue
+        field = f"{mapper.class_.__name__.lower()} {column.name.replace('_', ' ')}"
+        limit = column.type.length or FREE_TEXT_LIMIT
+        if len(value) > limit:
+            raise PolicyError(f"{field} is too long: {len(value):,} characters, at most {limit:,}")
+        if "\x00" in value:
+            raise PolicyError(f"{field} contains a NUL character")
+
+
 class Organisation(Base):
     __tablename__ = "organisation"
 
@@ -182,12 +212,30 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     password_hash: Mapped[str | None] = mapped_column(String(200))
     """argon2id hash (PHC string); None: the user cannot sign in to the web app."""
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    """Wrong passwords since the last sign-in (reset when one succeeds)."""
-    locked_until: Mapped[dt.datetime | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     sites: Mapped[list[Site]] = relationship(secondary="user_site")
+
+
+class SignInThrottle(Base):
+    """A counter of failed sign-ins that slows guessing down (governance/throttle.py).
+
+    ``key`` says what is counted: ``pair:ADDRESS NAME`` (one name from one address),
+    ``address:ADDRESS`` (any name from one address), ``global`` (every failure in the
+    current window, which began at ``last_at``), or ``known:ADDRESS`` (an address where
+    someone signed in successfully, last at ``last_at``; ``failures`` unused)."""
+
+    __tablename__ = "sign_in_throttle"
+    __table_args__ = (UniqueConstraint("organisation_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    key: Mapped[str] = mapped_column(String(250))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_at: Mapped[dt.datetime]
+    """The last failure (or success, for a known address; the window's start, for global)."""
+    blocked_until: Mapped[dt.datetime | None] = mapped_column()
+    """Sign-ins this counter covers are refused until then."""
 
 
 class LoginSession(Base):

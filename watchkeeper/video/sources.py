@@ -89,13 +89,20 @@ class SourceSpec:
         if scheme in _STREAM_SCHEMES:
             return cls(SourceKind.STREAM, text)
         path = Path(text).expanduser()
-        if path.is_dir():
+        try:
+            mode = path.stat().st_mode
+        except (OSError, ValueError) as exc:  # missing, a name too long, a NUL in it
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            if isinstance(exc, FileNotFoundError):
+                reason = "no such file, folder or URL"
+            raise SourceError(f"cannot open source {text!r}: {reason}") from None
+        if stat.S_ISDIR(mode):
             return cls(SourceKind.IMAGES, str(path))
-        if path.exists() and stat.S_ISCHR(path.stat().st_mode):
+        if stat.S_ISCHR(mode):
             return cls(SourceKind.WEBCAM, str(path))
-        if path.is_file():
+        if stat.S_ISREG(mode):
             return cls(SourceKind.FILE, str(path))
-        raise SourceError(f"cannot open source {text!r}: no such file, folder or URL")
+        raise SourceError(f"cannot open source {text!r}: not a file, folder or device")
 
     def describe(self) -> str:
         return f"{self.kind.value} {redact(self.location)}"

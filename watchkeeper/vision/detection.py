@@ -54,10 +54,11 @@ class FaceDetector(ABC):
         return self.config.max_width or self.default_width
 
     def detect(self, image: np.ndarray) -> list[FaceObservation]:
-        """Faces in ``image`` (H, W, 3 BGR uint8), coordinates in its own pixels."""
+        """Faces in ``image`` (H, W, 3 BGR uint8), coordinates in its own pixels. Any
+        shape is accepted: a wide, thin image keeps at least one row when downscaled."""
         scale = min(1.0, self.width / image.shape[1])
         if scale < 1.0:
-            size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
             small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         else:
             small = image

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import quote
 
+import fastapi_offline
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -17,12 +19,17 @@ from watchkeeper.errors import (
     ModelError,
     NotFoundError,
     PolicyError,
+    StorageError,
     WatchlistError,
 )
 from watchkeeper.service.runtime import Runtime
 from watchkeeper.store.database import Store
 from watchkeeper.web.deps import NotSignedIn
+from watchkeeper.web.openapi import with_refusals
 from watchkeeper.web.templating import HERE, templates
+
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+"""Swagger UI's script and style sheet, as the fastapi-offline package ships them."""
 
 SECURITY_HEADERS = {
     # Pages, styles and scripts come from this server only; no page may frame ours.
@@ -32,6 +39,11 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+HSTS = "max-age=31536000"
+"""Strict-Transport-Security with secure cookies on (the app is reached over HTTPS):
+browsers refuse plain HTTP to this host for a year. No includeSubDomains: other
+hosts of the shop's domain are not this app's to decide for."""
 
 
 def create_app(settings: Settings, store: Store, runtime: Runtime | None = None) -> FastAPI:
@@ -66,7 +78,8 @@ def create_app(settings: Settings, store: Store, runtime: Runtime | None = None)
 
     app = FastAPI(
         title="Watchkeeper",
-        docs_url="/api/docs",
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
     )
@@ -76,6 +89,13 @@ def create_app(settings: Settings, store: Store, runtime: Runtime | None = None)
     app.state.supervisor = runtime.supervisor
     app.state.broadcaster = runtime.broadcaster
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.mount("/api/docs/assets", StaticFiles(directory=DOCS_ASSETS), name="api-docs-assets")
+
+    @app.get("/api/docs", include_in_schema=False, response_class=HTMLResponse)
+    def api_docs(request: Request) -> HTMLResponse:
+        """The API's reference (Swagger UI) from this server's own files."""
+        return templates.TemplateResponse(request, "api_docs.html", {})
+
     app.include_router(auth.router)
     app.include_router(home.router)
     app.include_router(alerts.router)
@@ -89,6 +109,7 @@ def create_app(settings: Settings, store: Store, runtime: Runtime | None = None)
     app.include_router(audit_api.router)
     app.include_router(estate.router)
     app.include_router(estate_api.router)
+    with_refusals(app)
 
     @app.exception_handler(NotSignedIn)
     async def to_sign_in(request: Request, exc: NotSignedIn) -> Response:
@@ -118,11 +139,26 @@ def create_app(settings: Settings, store: Store, runtime: Runtime | None = None)
             request, "error.html", {"me": None, "message": str(exc)}, status_code=status
         )
 
+    @app.exception_handler(StorageError)
+    async def not_stored(request: Request, exc: StorageError) -> Response:
+        """A change the database or disk refused (rolled back, so nothing half done):
+        507 Insufficient Storage for a full disk, 503 when the database refused, with
+        the reason; never the page or reply the request would have had."""
+        status = 507 if exc.disk_full else 503
+        message = f"not stored: {exc}"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": message}, status_code=status)
+        return templates.TemplateResponse(
+            request, "error.html", {"me": None, "message": message}, status_code=status
+        )
+
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if settings.web.secure_cookies:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response
 
     return app

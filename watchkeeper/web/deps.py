@@ -6,10 +6,12 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Form, HTTPException, Request
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from watchkeeper.config import Settings
@@ -19,7 +21,7 @@ from watchkeeper.governance.access import Permission
 from watchkeeper.governance.accounts import current_session, token_owner
 from watchkeeper.governance.subjects import model_in_use
 from watchkeeper.pipeline import FaceModels
-from watchkeeper.store.database import Store
+from watchkeeper.store.database import Store, storage_failure
 from watchkeeper.store.models import LoginSession, Organisation, User
 
 SESSION_COOKIE = "wk_session"
@@ -41,13 +43,30 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
+@contextmanager
+def stored_or_refused(store: Store) -> Iterator[Session]:
+    """A transaction that either commits or raises :class:`StorageError` (a full disk, a
+    database that refuses the write), which the app answers 507 or 503 with the reason."""
+    try:
+        with store.session() as session:
+            yield session
+    except (SQLAlchemyError, OSError) as exc:
+        failure = storage_failure(exc)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
 def database(request: Request) -> Iterator[Session]:
-    """One transaction per request, committed when the response is ready."""
-    with store_of(request).session() as session:
+    """One transaction per request, committed BEFORE the response is sent (the
+    dependency's scope is the route function): a reply, page or 2xx is only produced
+    once its change and its audit events are stored. A commit that fails turns the
+    response into the storage error's."""
+    with stored_or_refused(store_of(request)) as session:
         yield session
 
 
-DatabaseSession = Annotated[Session, Depends(database)]
+DatabaseSession = Annotated[Session, Depends(database, scope="function")]
 
 
 @dataclass(frozen=True)
@@ -118,7 +137,7 @@ class Viewer:
 def brief_viewer(request: Request) -> Viewer:
     """The signed-in user, checked in a transaction of its own that ends at once: a
     request that stays open (server-sent events) must not hold the database."""
-    with store_of(request).session() as session:
+    with stored_or_refused(store_of(request)) as session:
         login = current_session(
             session, request.cookies.get(SESSION_COOKIE), settings_of(request).web
         )

@@ -19,7 +19,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from watchkeeper.config import WebConfig
-from watchkeeper.errors import ImageError
+from watchkeeper.errors import ImageError, PolicyError
 from watchkeeper.governance.subjects import EnrolmentPhoto
 from watchkeeper.matching.watchlist import PhotoRefused, enrolment_face
 from watchkeeper.pipeline import FaceModels
@@ -97,8 +97,15 @@ async def read_upload(request: Request, limits: WebConfig) -> FormData:
 
 async def photos_of(form: FormData, field: str = "photos") -> list[EnrolmentPhoto]:
     """The uploaded files in ``field`` as enrolment photos, each under a name of its
-    own (a phone names every photo ``image.jpg``); empty file inputs are skipped."""
-    uploads = [u for u in form.getlist(field) if isinstance(u, UploadFile)]
+    own (a phone names every photo ``image.jpg``); empty file inputs are skipped. Text
+    in the field (a part sent without a file name) is refused, never dropped unseen."""
+    values = form.getlist(field)
+    if any(isinstance(value, str) and value for value in values):
+        raise PolicyError(
+            f"the field {field!r} holds text, not a file: send each photo as a file "
+            "(a part with a file name); nothing was stored"
+        )
+    uploads = [u for u in values if isinstance(u, UploadFile)]
     uploads = [u for u in uploads if u.filename or u.size]
     names = [u.filename or "photo" for u in uploads]
     photos = []

@@ -10,6 +10,7 @@ from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from watchkeeper.dates import parse_utc
 from watchkeeper.errors import NotFoundError, PolicyError
 from watchkeeper.governance import access
 from watchkeeper.governance.access import site_scope
@@ -65,10 +66,9 @@ def find_subject(session: Session, organisation: Organisation, user: User, ident
 def parse_date(text: str, what: str) -> dt.datetime:
     """A date (YYYY-MM-DD) or date-time from a form, as UTC (a time without a zone is UTC)."""
     try:
-        value = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise PolicyError(f"{what} {text!r} is not a date (YYYY-MM-DD)") from None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        return parse_utc(text)
+    except ValueError as refused:
+        raise PolicyError(f"{what}: {refused}") from None
 
 
 def commit_and_notify(request: Request, session: Session) -> None:

@@ -8,14 +8,15 @@ for by its own route.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from watchkeeper.dates import as_utc
 from watchkeeper.errors import NotFoundError
 from watchkeeper.governance.access import Permission
 from watchkeeper.governance.incidents import incident_view, list_incidents, record_incident
@@ -46,10 +47,14 @@ from watchkeeper.web.watchlist_common import (
 
 router = APIRouter(prefix="/api", tags=["api"])
 
+UtcDateTime = Annotated[dt.datetime, AfterValidator(as_utc)]
+"""An ISO date-time, converted to UTC (UTC when it has no zone); one whose UTC time
+lies outside the calendar is a validation error (422)."""
+
 
 class IncidentCreate(BaseModel):
     site: str = Field(description="Site name (or id) where it happened; one of the caller's.")
-    occurred_at: dt.datetime | None = Field(None, description="When; default now. UTC if no zone.")
+    occurred_at: UtcDateTime | None = Field(None, description="When; default now. UTC if no zone.")
     category: IncidentCategory
     description: str = Field(min_length=1, description="What happened (facts, not looks).")
     police_reference: str | None = None
@@ -114,7 +119,7 @@ class SubjectPublic(SubjectSummary):
 
 
 class RenewRequest(BaseModel):
-    expires_at: dt.datetime = Field(description="New expiry (UTC if no zone).")
+    expires_at: UtcDateTime = Field(description="New expiry (UTC if no zone).")
     reason: str = Field(min_length=1)
 
 
@@ -134,10 +139,6 @@ class Erased(BaseModel):
     alerts: int
     reviews: int
     incidents: int
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def _shown(request: Request, session: Session, caller: ApiCaller, subject_id: str) -> Any:
@@ -165,7 +166,7 @@ def post_incident(
         caller.organisation,
         caller.user,
         site=site,
-        occurred_at=_utc(body.occurred_at) if body.occurred_at else utcnow(),
+        occurred_at=body.occurred_at or utcnow(),
         category=body.category,
         description=body.description,
         evidence=body.evidence,
@@ -278,7 +279,7 @@ def post_renew(
         caller.organisation,
         caller.user,
         subject,
-        _utc(body.expires_at),
+        body.expires_at,
         body.reason,
     )
     view = _shown(request, session, caller, subject_id)

@@ -15,7 +15,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from watchkeeper.governance import access
-from watchkeeper.governance.accounts import SignInRefused, open_session, sign_in, sign_out
+from watchkeeper.governance.accounts import (
+    SignInDelayed,
+    SignInRefused,
+    open_session,
+    sign_in,
+    sign_out,
+)
 from watchkeeper.web.deps import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -75,11 +81,21 @@ def login(
     settings, store = settings_of(request), store_of(request)
     try:
         user = sign_in(
-            session, store.keys, access.organisation(session), name, password, settings.web
+            session,
+            store.keys,
+            access.organisation(session),
+            name,
+            password,
+            settings.web,
+            request.client.host if request.client else None,
         )
     except SignInRefused as refused:
         # The failure is counted and audited: this request's transaction commits.
         return _form(request, next, str(refused).capitalize() + ".", 401)
+    except SignInDelayed as delayed:
+        response = _form(request, next, str(delayed).capitalize() + ".", 429)
+        response.headers["Retry-After"] = str(delayed.seconds)
+        return response
     opened = open_session(session, store.keys, user, settings.web)
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(

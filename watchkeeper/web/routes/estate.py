@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 from watchkeeper.estate.rules import rules
 from watchkeeper.governance import estate
 from watchkeeper.governance.access import Permission
-from watchkeeper.web.app import templates
 from watchkeeper.web.deps import CurrentUser, DatabaseSession, permitted, store_of
+from watchkeeper.web.templating import templates
 
 router = APIRouter(tags=["estate"])
 

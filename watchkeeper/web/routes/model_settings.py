@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from watchkeeper.config import Settings
-from watchkeeper.errors import WatchkeeperError
+from watchkeeper.errors import PolicyError, WatchkeeperError
 from watchkeeper.governance.access import Permission
 from watchkeeper.governance.model_switch import (
     SwitchReport,
@@ -89,6 +89,13 @@ def start_switch(
     settings = settings_of(request)
     if organisation.embedder == model:
         return None
+    embedders = sorted(
+        spec.name
+        for spec in ModelRegistry(settings.models_dir).specs()
+        if spec.role is ModelRole.IDENTITY_EMBEDDER
+    )
+    if model not in embedders:  # the user's mistake (422), not a broken model file (503)
+        raise PolicyError(f"no identity model {model!r}; choose one of {', '.join(embedders)}")
     with _jobs_lock:
         running = current_job(request)
         if running is not None and running.running:

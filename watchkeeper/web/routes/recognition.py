@@ -47,6 +47,7 @@ from watchkeeper.web.deps import (
     DatabaseSession,
     SignedIn,
     permitted,
+    stored_or_refused,
 )
 from watchkeeper.web.templating import templates
 
@@ -255,7 +256,7 @@ def check_connection_form(
         return cameras_page(request, session, me, form=form, error=str(refused), status_code=422)
     site_scope(me.user)  # loads the user's sites, which the page needs after the commit
     probe = probed(request, session, checked)
-    with request.app.state.store.session() as fresh:
+    with stored_or_refused(request.app.state.store) as fresh:
         return cameras_page(request, fresh, me, form=form, probe=probe)
 
 
