@@ -101,18 +101,20 @@ def alerts_stored(data: Path, key: str) -> int:
         store.close()
 
 
-def memory(service: psutil.Process) -> dict[str, float]:
-    """Resident memory (MiB) of the service and of each of its processes, by role."""
+def memory(service: psutil.Process, cameras: dict[int, str]) -> dict[str, float]:
+    """Resident memory (MiB) of the service and of each of its processes: a camera's
+    worker named by the camera whose RTSP server (by port, ``cameras``) it reads."""
     found = {"service": service.memory_info().rss / 2**20}
     for child in service.children(recursive=True):
         try:
-            name = child.name()
-            command = " ".join(child.cmdline())
+            ports = {c.raddr.port for c in child.net_connections(kind="tcp") if c.raddr}
             rss = child.memory_info().rss / 2**20
+            role = next((cameras[p] for p in ports if p in cameras), None)
+            role = role or ("resource tracker" if "resource_tracker" in " ".join(
+                child.cmdline()) else child.name())  # fmt: skip
         except psutil.Error:
             continue
-        role = "camera worker" if "multiprocessing" in command else name
-        found[f"{role} {child.pid}"] = rss
+        found[f"{role} (pid {child.pid})"] = rss
     return {name: round(value, 1) for name, value in found.items()}
 
 
@@ -159,7 +161,7 @@ def main() -> None:
                 cameras = [camera["health"] or {} for camera in api.get("/api/cameras").json()]
                 sample = {
                     "minute": round((time.monotonic() - started) / 60, 2),
-                    "rss_mib": memory(service),
+                    "rss_mib": memory(service, {s.port: n for n, s in servers.items()}),
                     "fps": [camera.get("fps") for camera in cameras],
                     "dropped": sum(camera.get("dropped", 0) for camera in cameras),
                     "restarts": sum(camera.get("restarts", 0) for camera in cameras),

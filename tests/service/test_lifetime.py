@@ -108,7 +108,7 @@ def test_kill_9_of_the_service_ends_its_workers_and_a_second_service_is_refused(
             second = sandbox.run("serve", "--port", str(unused_port()), timeout=60)
             assert second.code == 14
             assert one_line_error(second).startswith(
-                f"error: another `watchkeeper serve` (PID {first.pid}) is running on the data "
+                f"error: another Watchkeeper service (PID {first.pid}) is running on the data "
                 "folder "
             )
 

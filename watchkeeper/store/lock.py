@@ -36,7 +36,7 @@ class DataFolderLock:
             holder = handle.read().strip() or "unknown"
             handle.close()
             raise AlreadyRunningError(
-                f"another `watchkeeper serve` (PID {holder}) is running on the data folder "
+                f"another Watchkeeper service (PID {holder}) is running on the data folder "
                 f"{self.path.parent}; stop it first (two would run every camera twice)"
             ) from None
         handle.seek(0)
