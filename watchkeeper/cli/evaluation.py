@@ -16,7 +16,7 @@ from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from watchkeeper.cli.app import app, fail, stderr
-from watchkeeper.cli.scan import enrol_folder, progress_display, summary_of
+from watchkeeper.cli.scan import enrol_folder, progress_display, summary_record
 from watchkeeper.config import Settings
 from watchkeeper.errors import ConfigError, WatchkeeperError
 from watchkeeper.evaluation.dataset import scan_dataset
@@ -350,7 +350,7 @@ def _evaluate_video(
                 raise run.failure
             if run.interrupted:
                 raise typer.Exit(130)
-            clips.append(clip_result(clip, events, clip_gallery, summary_of(run)))
+            clips.append(clip_result(clip, events, clip_gallery, summary_record(run)))
     except WatchkeeperError as exc:
         raise fail(exc) from None
     refused = sum(not outcome.accepted for outcome in enrolled.outcomes)

@@ -26,12 +26,10 @@ from watchkeeper.pipeline import (
     CameraPipeline,
     FaceModels,
     MatchEvent,
-    PipelineStats,
 )
 from watchkeeper.service.live_camera import LiveCamera, SourceRun, run_source
 from watchkeeper.store.database import Store, open_store
 from watchkeeper.streaming.engine import CameraEvent
-from watchkeeper.streaming.timing import StageTimings
 from watchkeeper.video.sources import FrameSource, SourceSpec, open_source
 
 
@@ -73,9 +71,9 @@ def match_record(event: MatchEvent) -> dict[str, Any]:
     return record
 
 
-def summary_record(
-    stats: PipelineStats, seconds: float, decoded: int, dropped: int, timings: StageTimings
-) -> dict[str, Any]:
+def summary_record(run: SourceRun) -> dict[str, Any]:
+    """The closing line of a run: counts, speed and the time spent in each stage."""
+    stats, seconds = run.stats, run.seconds
     return {
         "type": "summary",
         "frames": stats.frames,
@@ -84,12 +82,12 @@ def summary_record(
         "matches": stats.matches,
         "seconds": round(seconds, 3),
         "fps": round(stats.frames / seconds, 2) if seconds > 0 else 0.0,
-        "decoded_frames": decoded,
+        "decoded_frames": run.decoded,
         "usable_faces": stats.usable_faces,
         "embeddings": stats.embeddings,
-        "dropped_frames": dropped,
+        "dropped_frames": run.dropped,
         "stage_seconds": {
-            stage: round(timings.total(stage), 3)
+            stage: round(run.timings.total(stage), 3)
             for stage in ("decode", "detect", "quality", "track", "embed_batch", "match")
         },
     }
@@ -100,10 +98,6 @@ def enrol_folder(models: FaceModels, folder: Path) -> FolderWatchlist:
     manifest), with a spinner on stderr."""
     with stderr.status("enrolling watchlist photos", spinner="dots"):
         return load_watchlist_folder(folder, models.detector, models.embedder, models.quality)
-
-
-def summary_of(run: SourceRun) -> dict[str, Any]:
-    return summary_record(run.stats, run.seconds, run.decoded, run.dropped, run.timings)
 
 
 @contextmanager
@@ -313,7 +307,7 @@ def scan(
                 break
             # A live source: go on with the new model (its open tracks were decided, and
             # their matches stored, with the old one).
-            _emit(summary_of(run), as_json)
+            _emit(summary_record(run), as_json)
             assert store is not None
             log.warning("%s; the scan goes on with it", run.failure)
             try:
@@ -333,7 +327,7 @@ def scan(
             sweeper.stop()
         if store is not None:
             store.close()
-    _emit(summary_of(run), as_json)
+    _emit(summary_record(run), as_json)
     failure = None if isinstance(run.failure, ModelSwitched) else run.failure
     interrupted = run.interrupted
     if failure is not None:

@@ -123,7 +123,8 @@ def _watch(
                 stats = pipeline.stats
                 messages.put(("health", stats.frames, feed.analysed_fps, feed.queue.dropped))
             asked = reload.is_set()
-            reload.clear()  # before loading: a change committed meanwhile asks again
+            if asked:
+                reload.clear()  # before loading: a change committed meanwhile asks again
             if camera_chain.refresh(now=asked) and camera_chain.model_changed and not switched:
                 switched = True
                 messages.put(("model", camera_chain.watchlist.organisation_model))
