@@ -654,6 +654,55 @@ class EstateConfig(BaseModel):
     )
 
 
+class EdgeConfig(BaseModel):
+    """A store's edge box in a chain (`watchkeeper edge`), and how the core treats edges.
+    The edge keeps a copy of its site's watchlist templates and its own alert outbox;
+    the core holds everything else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_staleness_s: float = Field(
+        900.0,
+        ge=10,
+        le=86400,
+        description="Seconds an edge goes on matching with its copy of the watchlist after "
+        "its last contact with the core; after that it stops matching (fail closed: an "
+        "entry erased or suspended on the core must not go on being searched) until the "
+        "link is back and the copy is brought up to date.",
+    )
+    poll_wait_s: float = Field(
+        25.0,
+        ge=0,
+        le=300,
+        description="Seconds an edge's request for watchlist changes waits on the core when "
+        "nothing has changed (a long poll): changes reach the edge as soon as they are made.",
+    )
+    retry_max_s: float = Field(
+        30.0,
+        ge=0.1,
+        le=3600,
+        description="Longest wait between an edge's attempts to reach the core "
+        "(1, 2, 4, ... seconds, at most this).",
+    )
+    request_timeout_s: float = Field(
+        10.0, ge=1, le=300, description="Seconds an edge waits for the core to answer a request."
+    )
+    enrolment_code_hours: float = Field(
+        24.0,
+        gt=0,
+        le=720,
+        description="Hours an enrolment code from `watchkeeper edges add` stays valid "
+        "(it works once).",
+    )
+    max_snapshot_kib: int = Field(
+        512,
+        ge=16,
+        le=16384,
+        description="Largest alert snapshot (KiB) the core accepts from an edge; a larger "
+        "one is refused and audited.",
+    )
+
+
 class Settings(BaseSettings):
     """All of Watchkeeper's settings."""
 
@@ -712,6 +761,7 @@ class Settings(BaseSettings):
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     estate: EstateConfig = Field(default_factory=EstateConfig)
+    edge: EdgeConfig = Field(default_factory=EdgeConfig)
 
     @model_validator(mode="after")
     def _models_follow_the_data(self) -> Settings:

@@ -103,3 +103,16 @@ class StorageError(WatchkeeperError):
     def __init__(self, reason: str, disk_full: bool) -> None:
         super().__init__(reason)
         self.disk_full = disk_full
+
+
+class EdgeRefused(WatchkeeperError):
+    """A chain's core refused what an edge sent, or an edge was refused by its core: a
+    code or credential that is not (or no longer) valid, an alert or audit batch that
+    is forged, replayed for another edge or too large. ``status`` is the HTTP status
+    the core answers with."""
+
+    exit_code = 16
+
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.status = status

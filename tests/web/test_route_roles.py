@@ -64,6 +64,15 @@ EXEMPT = {
     ("POST", "/logout"),
 }
 
+EDGE_ROUTES = {
+    # A chain's edges call these with their own credential, never a user's token or
+    # session (tests/edge/ and tests/governance/test_edges.py): every user is refused.
+    ("POST", "/api/edge/enrol"),
+    ("POST", "/api/edge/sync"),
+    ("POST", "/api/edge/alerts"),
+    ("POST", "/api/edge/audit"),
+}
+
 
 # The world the table's requests act on
 
@@ -644,9 +653,37 @@ def test_the_table_lists_every_route_of_the_app_and_no_other(world: World) -> No
     }
     tabled = [(route.method, route.path) for route in ROUTES]
     assert len(tabled) == len(set(tabled)), "a route is in the table twice"
-    assert served - EXEMPT - set(tabled) == set(), "routes missing from the table"
+    assert served - EXEMPT - EDGE_ROUTES - set(tabled) == set(), "routes missing from the table"
     assert set(tabled) - served == set(), "the table names routes the app does not have"
-    assert served >= EXEMPT
+    assert served >= EXEMPT | EDGE_ROUTES
+
+
+EDGE_CALLS = {
+    ("POST", "/api/edge/enrol"): {"json": {"code": "wkc_not-a-code"}},
+    ("POST", "/api/edge/sync"): {"json": {}},
+    ("POST", "/api/edge/alerts"): {"json": {"id": str(uuid.uuid4())}},
+    ("POST", "/api/edge/audit"): {"json": {"events": []}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(USERS))
+@pytest.mark.parametrize(
+    "route", sorted(EDGE_ROUTES), ids=[" ".join(r) for r in sorted(EDGE_ROUTES)]
+)
+def test_edge_routes_refuse_every_user(world: World, route: tuple[str, str], name: str) -> None:
+    """A user's API token or signed-in session opens no edge route (401), and a refused
+    call stores nothing but, for enrolment, the refusal's audit event."""
+    method, path = route
+    staff = world.main
+    token = send(
+        staff.anonymous,
+        Route(method, path, None, at(path), 0),
+        Call(path, **EDGE_CALLS[route]),
+        headers=staff.tokens[name],
+    )
+    browser = staff.browsers[name]
+    session = browser.client.request(method, path, **EDGE_CALLS[route])
+    assert (token.status_code, session.status_code) == (401, 401), (token.text, session.text)
 
 
 CASES = [(route, name) for route in ROUTES for name in sorted(USERS)]

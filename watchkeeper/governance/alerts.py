@@ -109,12 +109,14 @@ def record_alert(
     crop: np.ndarray,
     sighting: dict[str, Any] | None = None,
     occurred_at: dt.datetime | None = None,
+    alert_id: uuid.UUID | None = None,
 ) -> Alert | None:
     """Store a match as a pending alert, with its snapshot and probe vector encrypted.
 
     Returns None, storing nothing, if the entry may no longer be searched at the
     camera's site (suspended, restricted, expired or erased since the gallery was
-    loaded, or of another organisation).
+    loaded, or of another organisation). ``alert_id``: the id an edge gave the alert
+    (its delivery is idempotent on it); else a new one.
     """
     occurred_at = occurred_at or utcnow()
     subject = session.get(Subject, subject_id)
@@ -128,7 +130,7 @@ def record_alert(
     ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 92])
     if not ok:
         raise ImageError("cannot encode the alert snapshot")
-    alert_id = uuid.uuid4()
+    alert_id = alert_id or uuid.uuid4()
     alert = Alert(
         id=alert_id,
         organisation_id=organisation_id,

@@ -11,6 +11,11 @@ consistent log.
 Events name who did what to which object, with counts and ids; they never
 hold biometric data or a subject's label (erasure must not leave the person
 described in the log).
+
+Every change to what may be searched is audited, so the audit log is also where
+the watchlist's change journal is written (:data:`WATCHLIST_CHANGES`): in the same
+transaction, one ``WatchlistChange`` per entry concerned, from which the core sends
+a chain's edges what changed (``watchkeeper.governance.edges``).
 """
 
 from __future__ import annotations
@@ -27,12 +32,28 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from watchkeeper.store.crypto import KeyRing
-from watchkeeper.store.models import AuditEvent, Organisation, utcnow
+from watchkeeper.store.models import AuditEvent, Organisation, WatchlistChange, utcnow
 
 GENESIS = bytes(32)
 """The ``previous_mac`` of an organisation's first event."""
 
 _SCALARS = (str, int, float, bool, type(None))
+
+WATCHLIST_CHANGES: dict[str, str | None] = {
+    "subject.approve": None,
+    "subject.reinstate": None,
+    "subject.renew": None,
+    "subject.suspend": None,
+    "subject.restrict": None,
+    "subject.unrestrict": None,
+    "subject.erase": None,
+    "subject.retemplate": None,
+    "retention.purge": "expired_subjects",
+    "models.switch_completed": "*",
+    "watchlist.retemplate": "*",
+}
+"""Audited actions that change what may be searched: None, the event's own entry;
+a name, the entries listed in that detail; ``*``, every entry."""
 
 
 def _check_details(value: Any, where: str = "details") -> None:
@@ -115,8 +136,32 @@ def record(
     organisation.audit_count = event.sequence
     organisation.audit_head = event.mac
     organisation.audit_head_mac = _head_mac(keys, organisation)
+    _journal(session, organisation.id, action, object_id, details)
     session.flush()
     return event
+
+
+def _journal(
+    session: Session,
+    organisation_id: uuid.UUID,
+    action: str,
+    object_id: uuid.UUID | str | None,
+    details: dict[str, Any],
+) -> None:
+    """Write the watchlist change journal's rows for an audited change (see
+    :data:`WATCHLIST_CHANGES`)."""
+    if action not in WATCHLIST_CHANGES:
+        return
+    which = WATCHLIST_CHANGES[action]
+    if which == "*":
+        subjects: list[uuid.UUID | None] = [None]
+    elif which is None:
+        subjects = [uuid.UUID(str(object_id))]
+    else:
+        subjects = [uuid.UUID(str(subject)) for subject in details.get(which) or []]
+    session.add_all(
+        WatchlistChange(organisation_id=organisation_id, subject_id=subject) for subject in subjects
+    )
 
 
 @dataclass

@@ -25,6 +25,7 @@ and the camera workers of `serve` run a ``LiveCamera`` each. The web app gets th
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from watchkeeper.config import Settings
@@ -35,6 +36,11 @@ from watchkeeper.service.broadcast import AlertBroadcaster
 from watchkeeper.service.supervisor import CameraHealth, Supervisor
 from watchkeeper.store.database import Store
 from watchkeeper.store.models import AlertStatus
+
+CAMERAS_FOLLOW_S = 15.0
+"""How often the service follows the cameras in the database on its own (a camera
+changed, or an edge added or revoked, from the command line or another process);
+changes on the web app are followed at once."""
 
 SITE_KEY = "site_id"
 """The broadcast message's field naming the alert's site: used to choose which pages
@@ -67,7 +73,9 @@ class Runtime:
     :meth:`start` and :meth:`stop` bring it all up and down (the web app's lifespan
     calls them); stopping waits until every camera has stored its last alerts, then
     stops the notifier (what is not delivered stays queued for the next start).
-    ``cameras=False`` leaves recognition and the sweep out (a web app that only shows
+    Every ``CAMERAS_FOLLOW_S`` the supervisor follows the cameras in the database
+    (changes made elsewhere: a camera from the command line, a chain's edge added or
+    revoked). ``cameras=False`` leaves recognition and the sweep out (a web app that only shows
     and reviews, as the tests of its pages use it)."""
 
     def __init__(self, settings: Settings, store: Store, cameras: bool = True) -> None:
@@ -77,6 +85,8 @@ class Runtime:
         self.notifier = Notifier(settings, store)
         self.supervisor = Supervisor(settings, store, self.alert_stored) if cameras else None
         self.sweeper: RetentionSweeper | None = None
+        self._stopping = threading.Event()
+        self._follower: threading.Thread | None = None
 
     def alert_stored(self, camera: CameraHealth, alert: StoredAlert) -> None:
         """A camera's alert is stored: tell the open pages, and wake the notifier for
@@ -90,8 +100,23 @@ class Runtime:
             interval = self.settings.store.sweep_interval_s
             self.sweeper = RetentionSweeper(self.store, interval).start()
             self.supervisor.start()
+            self._stopping.clear()
+            self._follower = threading.Thread(
+                target=self._follow_cameras, name="cameras-follow", daemon=True
+            )
+            self._follower.start()
+
+    def _follow_cameras(self) -> None:
+        supervisor = self.supervisor
+        assert supervisor is not None
+        while not self._stopping.wait(CAMERAS_FOLLOW_S):
+            supervisor.cameras_changed()
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._follower is not None:
+            self._follower.join()
+            self._follower = None
         try:
             if self.supervisor is not None:
                 self.supervisor.stop()

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from watchkeeper.config import Settings
 from watchkeeper.governance import access, audit
+from watchkeeper.governance.edges import edge_run_sites
 from watchkeeper.governance.live import StoredAlert, record_match
 from watchkeeper.pipeline import MatchEvent
 from watchkeeper.service.camera_worker import EXIT_MODEL_CHANGED, EXIT_STOPPED, run_camera
@@ -233,12 +234,17 @@ class Supervisor:
 
     @staticmethod
     def _wanted(session: Session, organisation_id: uuid.UUID) -> dict[uuid.UUID, tuple[str, bytes]]:
-        """The enabled cameras: id -> (site/name, encrypted source). A camera is
-        restarted when either changes (its ciphertext changes only with its source)."""
+        """The enabled cameras this process runs: id -> (site/name, encrypted source).
+        A camera is restarted when either changes (its ciphertext changes only with its
+        source). Cameras of a site whose edge is enrolled are the edge's to run."""
         cameras = session.scalars(
             select(Camera)
             .join(Site)
-            .where(Site.organisation_id == organisation_id, Camera.enabled.is_(True))
+            .where(
+                Site.organisation_id == organisation_id,
+                Camera.enabled.is_(True),
+                Camera.site_id.not_in(edge_run_sites(session, organisation_id)),
+            )
             .order_by(Site.name, Camera.name)
         ).all()
         return {c.id: (f"{c.site.name}/{c.name}", c.source_encrypted) for c in cameras}

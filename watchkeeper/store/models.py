@@ -575,3 +575,56 @@ class EstateSensitiveSite(Base):
     note: Mapped[str | None] = mapped_column(String(500))
     marked_by: Mapped[str] = mapped_column(String(100))
     marked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WatchlistChange(Base):
+    """A change to what may be searched (an entry approved, renewed, suspended,
+    restricted, re-templated, erased or expired; or, with no entry, the whole watchlist
+    after a model switch): the journal from which the core sends each edge the changes
+    since the revision it holds (``watchkeeper.governance.edges``). ``revision`` only
+    grows."""
+
+    __tablename__ = "watchlist_change"
+
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"), index=True)
+    subject_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    """The entry that changed (not a foreign key: an erased entry's change outlives it);
+    None: every entry (a model switch)."""
+    changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Edge(Base):
+    """A store's edge box (`watchkeeper edge`): it runs its site's cameras with a copy of
+    the site's templates and sends its alerts and audit events to the core. It enrols
+    once with a one-time code, then authenticates with its own credential until revoked.
+    The core keeps hashes of both, never the secrets."""
+
+    __tablename__ = "edge"
+    __table_args__ = (UniqueConstraint("organisation_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    """SHA-256 of the one-time enrolment code; cleared once used."""
+    code_expires_at: Mapped[dt.datetime | None]
+    credential_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    """SHA-256 of the edge's credential; None until it enrols."""
+    audit_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The key of the edge's own audit chain (HMAC), encrypted with the organisation's."""
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    enrolled_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+    last_contact_at: Mapped[dt.datetime | None]
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    """The watchlist revision the edge last said it holds."""
+    audit_count: Mapped[int] = mapped_column(Integer, default=0)
+    audit_head: Mapped[bytes] = mapped_column(LargeBinary, default=bytes(32))
+    """The edge's audit chain as far as the core has verified and recorded it."""
+    status: Mapped[dict | None] = mapped_column(JSON)
+    """What the edge last said of itself: version, staleness, cameras and their health."""
+
+    site: Mapped[Site] = relationship()

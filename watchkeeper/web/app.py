@@ -54,6 +54,7 @@ def create_app(settings: Settings, store: Store, runtime: Runtime | None = None)
     runtime = runtime or Runtime(settings, store, cameras=False)
     from watchkeeper.web.api import alerts as alerts_api
     from watchkeeper.web.api import audit as audit_api
+    from watchkeeper.web.api import edges as edges_api
     from watchkeeper.web.api import estate as estate_api
     from watchkeeper.web.api import me
     from watchkeeper.web.api import watchlist as watchlist_api
@@ -109,6 +110,7 @@ def create_app(settings: Settings, store: Store, runtime: Runtime | None = None)
     app.include_router(audit_api.router)
     app.include_router(estate.router)
     app.include_router(estate_api.router)
+    app.include_router(edges_api.router)
     with_refusals(app)
 
     @app.exception_handler(NotSignedIn)

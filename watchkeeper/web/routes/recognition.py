@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from watchkeeper.errors import NotFoundError, PolicyError
 from watchkeeper.governance import access
+from watchkeeper.governance import edges as chain
 from watchkeeper.governance.access import PERMISSIONS, Permission, site_scope
 from watchkeeper.governance.organisation import (
     add_camera,
@@ -167,11 +168,19 @@ def cameras_page(
         sites = session.scalars(
             select(Site).where(Site.organisation_id == me.organisation.id).order_by(Site.name)
         ).all()
+    scope = site_scope(me.user)
+    edges = [
+        chain.edge_view(edge)
+        for edge in chain.list_edges(session, me.organisation)
+        if edge.revoked_at is None and (scope is None or edge.site_id in scope)
+    ]
     return templates.TemplateResponse(
         request,
         "cameras.html",
         {
             "me": me,
+            "edges": edges,
+            "edge_sites": {edge["site"] for edge in edges},
             "cameras": listed(request, session, me.organisation, me.user),
             "supervised": supervisor is not None,
             "running": supervisor is not None and supervisor.running,
