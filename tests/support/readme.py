@@ -61,7 +61,9 @@ def numbered_steps(markdown: str) -> Steps:
     and the text before the first; fails if the numbers do not run 1, 2, 3 ..."""
     parts = re.split(r"^(\d+)\. ", markdown, flags=re.M)
     intro, numbers, texts = parts[0], parts[1::2], parts[2::2]
-    assert [int(n) for n in numbers] == list(range(1, len(numbers) + 1)), numbers
+    assert [int(n) for n in numbers] == list(range(1, len(numbers) + 1)), (
+        f"the steps are numbered {', '.join(numbers)}, not 1, 2, 3 ..."
+    )
     return Steps(intro, [" ".join(text.split()) for text in texts])
 
 
