@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,18 +63,19 @@ BIDEN_PHOTOS = [p for p in lfw_photos("Joseph_Biden") if p.name not in TWO_FACE_
 @dataclass(frozen=True)
 class Shape:
     """What one step of the walk-through does, as far as the test follows it: the
-    commands it gives (their words before the first placeholder or option) and the
-    pages it names."""
+    commands it gives (their words before the first placeholder or option), the pages
+    it names and the buttons and links it names (in *italics*), which the test presses."""
 
     commands: tuple[str, ...] = ()
     pages: tuple[str, ...] = ()
+    presses: tuple[str, ...] = ()
 
 
 FOLLOWED = [
     Shape(commands=("watchkeeper sites add",)),
-    Shape(pages=("/cameras",)),
+    Shape(pages=("/cameras",), presses=("Test connection", "Add camera", "Disable")),
     Shape(commands=("watchkeeper users create",)),
-    Shape(pages=("/incidents", "/watchlist")),
+    Shape(pages=("/incidents", "/watchlist"), presses=("Record an incident", "Propose an entry")),
     Shape(pages=("/watchlist",)),
     Shape(pages=("/alerts",)),
 ]
@@ -135,8 +136,12 @@ def walkthrough() -> Walkthrough:
     ]
     pages = [[span for span in code_spans(step) if span.startswith("/")] for step in found.steps]
     shapes = [
-        Shape(tuple(command_words(c) for c in step_commands), tuple(step_pages))
-        for step_commands, step_pages in zip(commands, pages, strict=True)
+        Shape(
+            tuple(command_words(c) for c in step_commands),
+            tuple(step_pages),
+            tuple(re.findall(r"(?<!\*)\*([^*]+)\*(?!\*)", step)),
+        )
+        for step, step_commands, step_pages in zip(found.steps, commands, pages, strict=True)
     ]
     if shapes != FOLLOWED:
         pytest.fail(
@@ -184,7 +189,9 @@ class Shell:
     def start(self, command: str) -> Terminal:
         return Terminal(f"{self.activate} && {command}", ROOT, self.env)
 
-    def run(self, command: str, answers: list[tuple[str, str]] = (), timeout: float = 120) -> str:
+    def run(
+        self, command: str, answers: Sequence[tuple[str, str]] = (), timeout: float = 120
+    ) -> str:
         """Run ``command``, answering each prompt as it comes; what it wrote (exit 0)."""
         terminal = self.start(command)
         try:
@@ -329,6 +336,12 @@ def walk(
     review(desk, "confirm", "Agree: same person")
     WebDriverWait(desk, 15).until(lambda w: "confirmed" in read(w, "h1"))
     screenshot(desk, "walkthrough-alert-confirmed")
+
+    # Step 2's last words: *Disable* in the camera's row stops it.
+    sign_out(desk)
+    sign_in(desk, base, ADMIN, "/cameras")
+    desk.find_element(By.CSS_SELECTOR, f"button[aria-label='Disable {SITE}/{CAMERA}']").click()
+    WebDriverWait(desk, 30).until(lambda w: "disabled" in read(w, "table tbody"))
 
     alert_id = card_url.rstrip("/").rsplit("/", 1)[-1]
     assert_confirmed_in_database(home, alert_id)
