@@ -77,7 +77,10 @@ REPRODUCED: dict[str, Callable[[Path], None]] = {
 """Each README command with a JSON example, and what its working folder must hold."""
 
 
-@pytest.mark.parametrize(("command", "example"), json_examples(), ids=lambda v: str(v)[:60])
+EXAMPLES = json_examples()
+
+
+@pytest.mark.parametrize(("command", "example"), EXAMPLES, ids=[c for c, _ in EXAMPLES])
 def test_a_json_example_is_what_the_command_prints(
     command: str, example: list[str], sandbox: Sandbox
 ) -> None:
