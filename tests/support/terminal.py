@@ -8,12 +8,10 @@ pipe cannot show: with a pipe it takes another path (or reads the password from 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import signal
 import subprocess
-import termios
 import threading
 import time
 from pathlib import Path
@@ -37,17 +35,16 @@ class Terminal:
         master, slave = os.openpty()
         self._master = master
         try:
+            # setsid(1) makes a new session whose controlling terminal is the one on
+            # stdin, which /dev/tty (getpass) opens; it execs bash in its own process
+            # (this one is no process-group leader, so it need not fork).
             self.process = subprocess.Popen(
-                ["bash", "-c", command],
+                ["setsid", "--ctty", "bash", "-c", command],
                 cwd=cwd,
                 env=env,
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
-                start_new_session=True,
-                # In the child, after setsid(): the terminal on stdin becomes its
-                # controlling terminal, which /dev/tty (getpass) opens.
-                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
             )
         finally:
             os.close(slave)
