@@ -300,6 +300,7 @@ def walk(
     sign_in(screen, base, "dave", "/alerts")
     wait_for(screen, "#alerts")
     WebDriverWait(screen, 15).until(lambda w: read(w, "#live-state").startswith("Live"))
+    screen.find_element(By.TAG_NAME, "h1").click()  # a page plays sound once it was used
 
     # 4. The reporter records the incident and proposes the entry with stills.
     sign_out(desk)
