@@ -18,9 +18,10 @@ Sandboxed: home, XDG folders and temp folder are the test's own; the models are 
 shared ones (WATCHKEEPER_MODELS_DIR; fetching them is test_first_hour's part); the
 port is a free one (WATCHKEEPER_WEB__PORT) instead of 8000.
 
-If the README's walk-through changes shape (a step added or removed, another page or
-command), the test fails saying what it found and what it follows: change the test with
-the README.
+If the README's walk-through changes shape (a step added or removed, another page,
+command, button or link), the test fails saying what it found and what it follows:
+change the test with the README. The test's Chromium may play sound without a click
+(the fixture's autoplay setting), so the README's "clicked once" is done, not proven.
 """
 
 from __future__ import annotations
