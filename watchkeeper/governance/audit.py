@@ -141,6 +141,14 @@ def record(
     return event
 
 
+def _entry_id(value: object) -> uuid.UUID | None:
+    """An entry's id as an audited change names it (None: not an entry's id)."""
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 def _journal(
     session: Session,
     organisation_id: uuid.UUID,
@@ -155,10 +163,9 @@ def _journal(
     which = WATCHLIST_CHANGES[action]
     if which == "*":
         subjects: list[uuid.UUID | None] = [None]
-    elif which is None:
-        subjects = [uuid.UUID(str(object_id))]
     else:
-        subjects = [uuid.UUID(str(subject)) for subject in details.get(which) or []]
+        named = [object_id] if which is None else list(details.get(which) or [])
+        subjects = [entry for entry in map(_entry_id, named) if entry is not None]
     session.add_all(
         WatchlistChange(organisation_id=organisation_id, subject_id=subject) for subject in subjects
     )
