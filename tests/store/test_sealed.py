@@ -536,3 +536,20 @@ def test_an_older_database_is_not_upgraded_without_its_key(
         assert read_through_app(store, records) == OLD_VALUES
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("database_url", [None], ids=["sqlite"])
+def test_an_upgraded_sqlite_file_keeps_no_plain_copy_of_the_text(old_settings: Settings) -> None:
+    """The tables rebuilt by the upgrade leave no old pages with the text behind
+    (SQLite's secure_delete), in the file or its write-ahead log."""
+    database = old_settings.data_dir / "watchkeeper.db"
+
+    def held() -> bytes:
+        files = [database, database.with_name(database.name + "-wal")]
+        return b"".join(path.read_bytes() for path in files if path.exists())
+
+    build_old_database(old_settings)
+    assert as_bytes(OLD_VALUES["subject.reason"]) in held(), "the old database holds the text"
+    open_store(old_settings, create=True).close()
+    for column, value in OLD_VALUES.items():
+        assert as_bytes(value)[:12] not in held(), column
