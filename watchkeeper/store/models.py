@@ -4,8 +4,9 @@ Biometric data never sits here in the clear: templates and alert probe
 vectors are AES-GCM ciphertext, and face images and alert snapshots are
 encrypted files named by the rows that own them. Free text that describes
 people (incident descriptions, entry labels and reasons, review notes) is
-encrypted in its column by the types of ``watchkeeper.store.sealed``. Every table that holds
-people's data belongs to one organisation; every query filters by it.
+encrypted in its column by the types of ``watchkeeper.store.sealed``. Every
+table that holds people's data belongs to one organisation; every query
+filters by it.
 """
 
 from __future__ import annotations
