@@ -170,3 +170,14 @@ def test_a_malformed_key_file_names_the_file(tmp_path: Path, content: str) -> No
     with pytest.raises(EncryptionKeyError) as error:
         read_key_file(path)
     assert str(path) in str(error.value)
+
+
+def test_free_text_is_encrypted_under_a_key_of_its_own(keys: KeyRing) -> None:
+    """A text ciphertext does not open with the key of photos and templates, nor the
+    other way round, even under the same context."""
+    blob = keys.encrypt_text("Zoë, red coat", "subject.label")
+    assert keys.decrypt_text(blob, "subject.label") == "Zoë, red coat"
+    with pytest.raises(EncryptionKeyError):
+        keys.decrypt(blob, "subject.label")
+    with pytest.raises(EncryptionKeyError, match=r"cannot decrypt subject\.label"):
+        keys.decrypt_text(keys.encrypt(b"Zoe", "subject.label"), "subject.label")

@@ -70,10 +70,13 @@ class PostgresServer:
     def url(self, database: str) -> str:
         return self.base_url.replace("/postgres?", f"/{database}?")
 
-    def new_database(self) -> str:
+    def new_database(self, migrated: bool = True) -> str:
+        """A fresh database: a copy of the migrated template, or (``migrated`` False)
+        one without a table, for building a database at an older schema."""
         name = f"test_{uuid.uuid4().hex[:12]}"
+        template = f" TEMPLATE {TEMPLATE_DATABASE}" if migrated else ""
         with self._admin.connect() as connection:
-            connection.execute(text(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}"))
+            connection.execute(text(f"CREATE DATABASE {name}{template}"))
         return self.url(name)
 
     def stop(self) -> None:

@@ -3,7 +3,8 @@
 One 32-byte master key, kept outside the database and the data folder (a key
 file or the WATCHKEEPER_KEY environment variable), is stretched with HKDF
 into separate keys: one for AES-256-GCM encryption of templates, face images,
-alert snapshots and camera URLs; one for the audit log's HMAC chain; one for
+alert snapshots and camera URLs; one for AES-256-GCM encryption of the free text
+that describes people (``watchkeeper.store.sealed``); one for the audit log's HMAC chain; one for
 a check value stored in the database, so that a wrong key is recognised
 before any data is touched; one for the MAC of a backup's manifest.
 
@@ -74,6 +75,7 @@ class KeyRing:
         if len(master) != KEY_BYTES:
             raise EncryptionKeyError(f"the encryption key must be {KEY_BYTES} bytes")
         self._aead = AESGCM(_derive(master, b"watchkeeper data encryption"))
+        self._text_aead = AESGCM(_derive(master, b"watchkeeper text encryption"))
         self.audit_key = _derive(master, b"watchkeeper audit chain")
         self._check_key = _derive(master, b"watchkeeper key check")
         self._backup_key = _derive(master, b"watchkeeper backup manifest")
@@ -90,6 +92,24 @@ class KeyRing:
             raise EncryptionKeyError(
                 f"cannot decrypt {context}: wrong key, or the data was altered"
             ) from None
+
+    def encrypt_text(self, text: str, context: str) -> bytes:
+        """nonce || ciphertext || tag of ``text`` (UTF-8) under the text key, bound to
+        ``context`` (e.g. ``subject.label``)."""
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._text_aead.encrypt(nonce, text.encode("utf-8"), context.encode())
+
+    def decrypt_text(self, blob: bytes, context: str) -> str:
+        try:
+            plain = self._text_aead.decrypt(
+                blob[:NONCE_BYTES], blob[NONCE_BYTES:], context.encode()
+            )
+        except (InvalidTag, ValueError):
+            raise EncryptionKeyError(
+                f"cannot decrypt {context}: wrong key, or the text was altered or moved "
+                "from another column"
+            ) from None
+        return plain.decode("utf-8")
 
     def check_value(self) -> bytes:
         """A value stored with the data: it matches only for the same key."""

@@ -25,6 +25,7 @@ from watchkeeper.config import Settings
 from watchkeeper.errors import DatabaseError, EncryptionKeyError, StorageError
 from watchkeeper.store.crypto import KeyRing, decode_key, read_key_file
 from watchkeeper.store.models import Organisation
+from watchkeeper.store.sealed import attach_keys
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ def _alembic_config(engine: Engine) -> Config:
 
 
 def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to the newest migration."""
+    """Bring the schema to the newest migration. A database with rows to encrypt
+    (migration 0010) needs the key attached to ``engine`` (``sealed.attach_keys``)."""
     command.upgrade(_alembic_config(engine), "head")
 
 
@@ -266,10 +268,12 @@ def open_store(settings: Settings, create: bool = False) -> Store:
     keys = load_key(settings)
     url = database_url(settings)
     if url.startswith("sqlite"):
-        # Owner only (when created here): labels, reasons and incident descriptions are
-        # plain text in the database; photos, snapshots and templates are encrypted.
+        # Owner only (when created here): user names, site and camera names and the
+        # audit log are plain text in the database (see the README's Security section).
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = create_database_engine(url)
+    # Before the upgrade: migration 0010 encrypts the free text of an older database.
+    attach_keys(engine, keys)
     try:
         if create:
             upgrade_schema(engine)

@@ -2,8 +2,11 @@
 
 Biometric data never sits here in the clear: templates and alert probe
 vectors are AES-GCM ciphertext, and face images and alert snapshots are
-encrypted files named by the rows that own them. Every table that holds
-people's data belongs to one organisation; every query filters by it.
+encrypted files named by the rows that own them. Free text that describes
+people (incident descriptions, entry labels and reasons, review notes) is
+encrypted in its column by the types of ``watchkeeper.store.sealed``. Every
+table that holds people's data belongs to one organisation; every query
+filters by it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relationship
 
 from watchkeeper.errors import PolicyError
+from watchkeeper.store.sealed import EncryptedJSON, EncryptedText
 
 MAX_RETENTION_DAYS = 730
 """The ceiling on any watchlist entry's life: 24 months, whatever a policy says."""
@@ -123,10 +127,12 @@ def _text_fits(_mapper: Mapper, _connection: Connection, row: Base) -> None:
     """Refuse, naming the field, text that the database would cut, refuse or store
     unevenly: longer than its column (SQLite does not enforce lengths, PostgreSQL answers
     with a driver error) or than :data:`FREE_TEXT_LIMIT`, or holding a NUL character
-    (which PostgreSQL cannot store). One check for every way in: pages, API, commands."""
+    (which PostgreSQL cannot store). Encrypted text is measured before encryption, against
+    the length its type declares. One check for every way in: pages, API, commands."""
     mapper = row.__mapper__
     for column in mapper.columns:
-        if not isinstance(column.type, String) or isinstance(column.type, Enum):
+        plain_text = isinstance(column.type, String) and not isinstance(column.type, Enum)
+        if not (plain_text or isinstance(column.type, EncryptedText)):
             continue
         value = getattr(row, mapper.get_property_by_column(column).key, None)
         if not isinstance(value, str):
@@ -302,11 +308,13 @@ class Incident(Base):
     site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"))
     occurred_at: Mapped[dt.datetime]
     category: Mapped[IncidentCategory] = mapped_column(_enum(IncidentCategory))
-    description: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(EncryptedText("incident.description"))
     reporter_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
-    evidence: Mapped[list[str]] = mapped_column(JSON, default=list)
+    evidence: Mapped[list[str]] = mapped_column(EncryptedJSON("incident.evidence"), default=list)
     """References to evidence held elsewhere (CCTV export names, crime numbers)."""
-    police_reference: Mapped[str | None] = mapped_column(String(100))
+    police_reference: Mapped[str | None] = mapped_column(
+        EncryptedText("incident.police_reference", length=100)
+    )
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     site: Mapped[Site] = relationship()
@@ -320,9 +328,9 @@ class Subject(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisation.id"))
-    label: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(EncryptedText("subject.label", length=200))
     """How staff refer to the entry (a description or a reference, not necessarily a name)."""
-    reason: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(EncryptedText("subject.reason"))
     status: Mapped[SubjectStatus] = mapped_column(_enum(SubjectStatus))
     restricted: Mapped[bool] = mapped_column(Boolean, default=False)
     """Processing restricted at the person's request: kept, never searched."""
@@ -334,7 +342,7 @@ class Subject(Base):
     approved_at: Mapped[dt.datetime | None]
     expires_at: Mapped[dt.datetime]
     false_matches: Mapped[int] = mapped_column(Integer, default=0)
-    status_note: Mapped[str | None] = mapped_column(Text)
+    status_note: Mapped[str | None] = mapped_column(EncryptedText("subject.status_note"))
 
     incidents: Mapped[list[Incident]] = relationship(secondary="subject_incident")
     sites: Mapped[list[Site]] = relationship(secondary="subject_site")
@@ -417,7 +425,7 @@ class Review(Base):
     alert_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_user.id"))
     decision: Mapped[Decision] = mapped_column(_enum(Decision))
-    note: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(EncryptedText("review.note"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     alert: Mapped[Alert] = relationship(back_populates="reviews")
@@ -459,7 +467,8 @@ class OutboxMessage(Base):
     event: Mapped[str] = mapped_column(String(32))
     destination: Mapped[str] = mapped_column(String(120))
     """``webhook:<name>`` or ``mqtt``."""
-    payload: Mapped[dict] = mapped_column(JSON)
+    payload: Mapped[dict] = mapped_column(EncryptedJSON("notification_outbox.payload"))
+    """Encrypted: it names the entry (its label)."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(index=True)
     last_error: Mapped[str | None] = mapped_column(String(500))
