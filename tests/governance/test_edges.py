@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.alerts import add_york, audit_trail
+from tests.support.edges import issue_code
 from tests.support.shop import Shop, Sighting, Tx, enrol_in, enrol_subject
 from watchkeeper.config import Settings
 from watchkeeper.edge.protocol import GENESIS, event_mac, vector_of, vector_text
@@ -27,18 +28,9 @@ from watchkeeper.store.models import Alert, Camera, Edge, Subject
 
 
 def add_and_enrol(shop: Shop, settings: Settings, site: str = "Leeds") -> chain.Enrolment:
-    with shop.tx() as tx:
-        added = chain.add_edge(
-            tx.session,
-            shop.store.keys,
-            tx.organisation,
-            tx.user("alice"),
-            site,
-            None,
-            settings.edge,
-        )
+    code = issue_code(shop, settings, site)
     with shop.store.session() as session:
-        return chain.enrol(session, shop.store.keys, added.code, "test")
+        return chain.enrol(session, shop.store.keys, code, "test")
 
 
 def enrol_in_sites(tx: Tx, shop: Shop, models: FaceModels, person: str, sites: list) -> uuid.UUID:

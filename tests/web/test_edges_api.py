@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.alerts import add_york, audit_trail
+from tests.support.edges import issue_code
 from tests.support.shop import Shop, Sighting
 from tests.support.web import sign_in
 from watchkeeper.config import Settings
@@ -23,24 +24,11 @@ from watchkeeper.governance.subjects import suspend
 from watchkeeper.store.models import Subject
 
 
-def issue_code(shop: Shop, settings: Settings, site: str = "Leeds") -> str:
-    with shop.tx() as tx:
-        added = chain.add_edge(
-            tx.session,
-            shop.store.keys,
-            tx.organisation,
-            tx.user("alice"),
-            site,
-            "box",
-            settings.edge,
-        )
-        return added.code
-
-
 @pytest.fixture
 def edge(web: TestClient, shop: Shop, store_settings: Settings) -> dict[str, Any]:
     answer = web.post(
-        "/api/edge/enrol", json={"code": issue_code(shop, store_settings), "version": "t"}
+        "/api/edge/enrol",
+        json={"code": issue_code(shop, store_settings, name="box"), "version": "t"},
     )
     assert answer.status_code == 201, answer.text
     return answer.json() | {"headers": {"Authorization": f"Bearer {answer.json()['credential']}"}}

@@ -1,7 +1,7 @@
 """Free text about people encrypted at rest
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-07 16:30:00
 
 Incident descriptions, police references and evidence references, watchlist entries'
@@ -28,7 +28,7 @@ from watchkeeper.store.crypto import KeyRing
 from watchkeeper.store.sealed import keys_of, seal_json, seal_text
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
