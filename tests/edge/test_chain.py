@@ -298,6 +298,6 @@ def test_a_chain_keeps_every_alert_through_an_outage_and_honours_an_erasure(
     # 5. A revoked edge is refused at once and stops.
     chain.run("edges", "revoke", york[0].name, "--user", "alice")
     assert york[0].process is not None
-    assert york[0].process.wait(30) == 16
+    assert york[0].process.wait(60) == 16
     assert "revoked" in york[0].said()
     chain.stop_core()
