@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2
 import httpx
 import psutil
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tests.support.cli import Sandbox
 from tests.support.data import MODELS, lfw_identities, lfw_photos
@@ -95,6 +95,45 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
         "p50": round(statistics.median(ordered), 4),
         "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 4),
         "max": round(ordered[-1], 4),
+    }
+
+
+def storage(store: Any, data: Path) -> dict[str, Any]:
+    """The core's database (size, and rows and bytes of the tables that grow) and its
+    data folder (the encrypted snapshot and photo files)."""
+    figures: dict[str, Any] = {}
+    with store.session() as session:
+        figures["database_bytes"] = session.scalar(
+            text("SELECT pg_database_size(current_database())")
+        )
+        for table in GROWING_TABLES:
+            rows = session.scalar(text(f"SELECT count(*) FROM {table}"))
+            size = session.scalar(text(f"SELECT pg_total_relation_size('{table}')"))
+            figures[table] = {"rows": rows, "bytes": size}
+    figures["data_folder_bytes"] = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
+    return figures
+
+
+GROWING_TABLES = ("alert", "audit_event", "watchlist_change", "edge", "subject_site", "template")
+
+
+def growth(before: dict[str, Any], after: dict[str, Any], alerts: int) -> dict[str, Any]:
+    """What the alert phase added, per alert stored."""
+    per = max(1, alerts)
+    return {
+        "database_bytes_per_alert": round(
+            (after["database_bytes"] - before["database_bytes"]) / per
+        ),
+        "files_bytes_per_alert": round(
+            (after["data_folder_bytes"] - before["data_folder_bytes"]) / per
+        ),
+        "audit_events_per_alert": round(
+            (after["audit_event"]["rows"] - before["audit_event"]["rows"]) / per, 2
+        ),
+        "audit_event_bytes_per_row": round(
+            after["audit_event"]["bytes"] / max(1, after["audit_event"]["rows"])
+        ),
+        "alert_bytes_per_row": round(after["alert"]["bytes"] / max(1, after["alert"]["rows"])),
     }
 
 
@@ -244,6 +283,8 @@ class Organisation:
     cameras: list[str]
     """Each code's site's camera id (in the order of ``codes``)."""
     entries: list[Entry]
+    data: Path
+    """The core's data folder (its encrypted files)."""
 
 
 def set_up(store: Any, settings: Any, sites: int, entries: int) -> Organisation:
@@ -299,7 +340,7 @@ def set_up(store: Any, settings: Any, sites: int, entries: int) -> Organisation:
             cameras.append(
                 str(tx.session.scalar(select(Camera.id).where(Camera.site_id == site.id)))
             )
-    return Organisation(store, shop, codes, cameras, kept)
+    return Organisation(store, shop, codes, cameras, kept, settings.data_dir)
 
 
 # The simulated edges
@@ -313,6 +354,8 @@ class SimulatedEdge:
     revision: int = 0
     arrivals: dict[int, float] = field(default_factory=dict)
     """Each revision sent, and when its answer arrived (time.time())."""
+    exchanges: int = 0
+    """Sync answers received."""
     full_copy_bytes: int = 0
     full_request_bytes: int = 0
     errors: list[str] = field(default_factory=list)
@@ -355,6 +398,7 @@ class SimulatedEdge:
             timeout=wait + 60,
         )
         answer.raise_for_status()
+        self.exchanges += 1
         payload = answer.json()
         self.revision = payload["revision"]
         self.arrivals.setdefault(self.revision, time.time())
@@ -436,6 +480,24 @@ async def run_edges(
             removals=len(idle.json()["removals"]),
         )
 
+        # Idle: every edge waiting on its long poll, nothing changing.
+        phase = Phase(groups)
+        before = sum(edge.exchanges for edge in edges)
+        await asyncio.sleep(args.idle_s)
+        exchanges = sum(edge.exchanges for edge in edges) - before
+        quiet = phase.used()
+        summary["idle"] = {
+            "edges": len(edges),
+            "exchanges": exchanges,
+            **quiet,
+            "core_cpu_ms_per_exchange": round(1000 * quiet["core_cpu_s"] / max(1, exchanges), 2),
+            "postgres_cpu_ms_per_exchange": round(
+                1000 * quiet["postgres_cpu_s"] / max(1, exchanges), 2
+            ),
+            "peak_memory_mib": memory.peak_and_reset(),
+        }
+        say(phase="idle", **summary["idle"])
+
         # Propagation of K changes.
         phase = Phase(groups)
         toggled = organisation.entries[0]
@@ -475,6 +537,7 @@ async def run_edges(
         say(phase="propagation", **summary["propagation"])
 
         # Alert ingestion: every edge sends its share, one after another, all at once.
+        stored_before = await asyncio.to_thread(storage, organisation.store, organisation.data)
         phase = Phase(groups)
         sendable = organisation.entries[1:] or organisation.entries
         outcomes: dict[str, int] = {}
@@ -507,6 +570,12 @@ async def run_edges(
             "peak_memory_mib": memory.peak_and_reset(),
         }
         say(phase="alerts", **summary["alerts"])
+        stored_after = await asyncio.to_thread(storage, organisation.store, organisation.data)
+        summary["storage"] = {
+            "after": stored_after,
+            **growth(stored_before, stored_after, stored),
+        }
+        say(storage=summary["storage"])
 
         for task in followers:
             task.cancel()
@@ -662,6 +731,9 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100, help="watchlist entries")
     parser.add_argument("--changes", type=int, default=20, help="watchlist changes timed")
     parser.add_argument("--alerts", type=int, default=2000, help="alerts posted by the edges")
+    parser.add_argument(
+        "--idle-s", type=float, default=30.0, help="seconds measured with nothing changing"
+    )
     args = parser.parse_args()
     args.sites = max(args.sites, args.edges)
     say(
