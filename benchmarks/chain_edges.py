@@ -26,8 +26,13 @@ Measured, one JSON line each, then a summary line:
 3. the core's CPU seconds (process and children) and peak resident memory (RSS) per
    phase, and PostgreSQL's (the postmaster and its backends; memory as the sum of
    their PSS, so that the shared buffers count once);
-4. the bytes of a sync answer: a full copy (the first sync) and an idle edge's
-   (nothing changed), and the request an edge sends with each.
+4. the bytes of a sync answer: a full copy (the first sync), an idle edge's (nothing
+   changed) and one carrying one change, the request an edge sends, and their headers;
+5. the idle cost: the core's CPU per answer while every edge waits on its long poll
+   and nothing changes (``--idle-s``);
+6. what an alert leaves on the core: database bytes, snapshot file bytes, audit events.
+
+The figures and the capacity model drawn from them are in docs/chain.md.
 
     uv run python benchmarks/chain_edges.py [--edges 200] [--entries 100] \
         [--changes 20] [--alerts 2000]
