@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from watchkeeper.governance.retention import purge_organisation
 from watchkeeper.governance.subjects import approve, erase, renew, restrict, suspend
 from watchkeeper.pipeline import FaceModels
 from watchkeeper.store.database import Store
-from watchkeeper.store.models import AuditEvent, Organisation, Subject, utcnow
+from watchkeeper.store.models import AuditEvent, Organisation, Site, Subject, utcnow
 
 EVENTS = AuditEvent.__table__
 ORGANISATIONS = Organisation.__table__
@@ -417,3 +419,29 @@ def test_a_whole_chain_copied_to_another_organisation_is_reported(store: Store) 
     problems = report_of(store, second.organisation_id).problems
     assert any(CHANGED in problem for problem in problems), problems
     assert any(END in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_transactions_that_each_added_a_row_of_the_organisation_both_append(shop: Shop) -> None:
+    """On PostgreSQL, inserting a row that references the organisation (an alert, a
+    site) locks the organisation's row KEY SHARE until commit. Two such transactions
+    that then audit must both get their turn at the chain's head, one after the other:
+    with a plain FOR UPDATE on the head they deadlocked (two edges' alerts at once)."""
+    store = shop.store
+    both_inserted = threading.Barrier(2, timeout=30)
+
+    def add_then_audit(name: str) -> None:
+        with store.session() as session:
+            site = Site(organisation_id=shop.organisation_id, name=name)
+            session.add(site)
+            session.flush()
+            both_inserted.wait()
+            audit.record(session, store.keys, shop.organisation_id, "alice", "site.add",
+                         "site", site.id)  # fmt: skip
+
+    before = len(actions_of(store, shop.organisation_id))
+    with ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(add_then_audit, name) for name in ("Hull", "Selby")]:
+            done.result()
+    assert len(actions_of(store, shop.organisation_id)) == before + 2
+    assert report_of(store, shop.organisation_id).intact

@@ -114,10 +114,14 @@ def record(
     _check_details(details)
     # The row may already be in the session from before another transaction appended
     # events: lock it and read its chain head afresh (not the session's stale copy).
+    # FOR NO KEY UPDATE on PostgreSQL (key_share): the head is not a key, and a plain
+    # FOR UPDATE conflicts with the KEY SHARE lock that inserting any row referencing
+    # the organisation takes, so two transactions that each inserted such a row (two
+    # alerts) before auditing deadlocked. Appends to the chain still go one at a time.
     organisation = session.scalars(
         select(Organisation)
         .where(Organisation.id == organisation_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     ).one()
     event = AuditEvent(

@@ -44,7 +44,7 @@ from watchkeeper.governance.alerts import record_alert
 from watchkeeper.governance.live import StoredAlert
 from watchkeeper.governance.organisation import camera_source
 from watchkeeper.governance.outbox import queue_alert_event
-from watchkeeper.governance.subjects import is_searchable, model_in_use, template_vector
+from watchkeeper.governance.subjects import model_in_use, template_vector
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.store.crypto import KeyRing
 from watchkeeper.store.database import Store
@@ -329,14 +329,18 @@ def changes_for(
         .all()
     )
     full = since <= 0 or since > revision or any(subject is None for subject in changed)
-    wanted = _searchable_ids(session, edge, now) if full else sorted(set(changed), key=str)
+    # Which entries may be searched at the site, in one query: asking each entry
+    # (is_searchable) loads all the sites in its scope, so a full copy cost entries x
+    # sites (a chain-wide watchlist: 100 entries at 200 sites read 20,000 rows).
+    searchable = _searchable_ids(session, edge, now)
+    in_scope = set(searchable)
+    wanted = searchable if full else sorted(set(changed), key=str)
     upserts: list[dict[str, Any]] = []
     removals: list[str] = []
     for subject_id in wanted:
-        subject = session.get(Subject, subject_id)
         entry = None
-        if subject is not None and is_searchable(subject, edge.site_id, now):
-            entry = _entry(session, keys, subject, model_id)
+        if subject_id in in_scope:
+            entry = _entry(session, keys, session.get_one(Subject, subject_id), model_id)
         if entry is not None:
             upserts.append(entry)
         elif not full:
@@ -353,7 +357,7 @@ def changes_for(
         "core_time": now.isoformat(),
     }
     if digest:
-        answer["digest"] = [str(subject_id) for subject_id in _searchable_ids(session, edge, now)]
+        answer["digest"] = [str(subject_id) for subject_id in searchable]
     return answer
 
 
