@@ -115,12 +115,12 @@ class EdgeNode:
             json=self.status(), timeout_s=wait_s + self.config.request_timeout_s,
         ).json()  # fmt: skip
         changed = self.state.apply(answer)
-        if changed:
+        if changed:  # a sync that changed nothing in the copy is not worth an event
             self.state.audit(
                 "watchlist.sync", revision=answer["revision"], full=answer["full"],
-                upserts=len(answer["upserts"]), removals=len(answer["removals"]),
+                entries_changed=changed, entries_held=self.state.entries(),
             )  # fmt: skip
-        moved = changed or before != (self.state.cameras(), self.state.model())
+        moved = changed > 0 or before != (self.state.cameras(), self.state.model())
         if moved:
             self.copy_changed.set()
         self.synced.set()

@@ -180,24 +180,34 @@ class EdgeState:
         last = self.last_sync
         return None if last is None else max(0.0, time.time() - last)
 
-    def apply(self, changes: dict[str, Any]) -> bool:
+    def apply(self, changes: dict[str, Any]) -> int:
         """Apply one answer of the core's sync (see ``governance.edges.changes_for``) in
-        one transaction; whether the copy of the watchlist changed."""
-        changed = bool(changes["full"] or changes["upserts"] or changes["removals"])
+        one transaction; how many entries of the copy it added, replaced or dropped (the
+        core sends every edge each change, so a removal of an entry this site never
+        searched drops nothing)."""
+        changed = len(changes["upserts"])
         with self.engine.begin() as connection:
             if changes["full"]:
+                changed += connection.execute(
+                    select(func.count(func.distinct(entry_template.c.subject_id)))
+                ).scalar_one()
                 connection.execute(delete(entry_template))
-            removed = set(changes["removals"]) | {entry["id"] for entry in changes["upserts"]}
-            if removed:
+            replaced = {entry["id"] for entry in changes["upserts"]}
+            if replaced:
                 connection.execute(
-                    delete(entry_template).where(entry_template.c.subject_id.in_(removed))
+                    delete(entry_template).where(entry_template.c.subject_id.in_(replaced))
                 )
+            dropped = set(changes["removals"])
             digest = changes.get("digest")
-            if digest is not None:
-                stale = connection.execute(
-                    delete(entry_template).where(entry_template.c.subject_id.not_in(digest))
-                ).rowcount
-                changed = changed or stale > 0
+            for gone in (
+                entry_template.c.subject_id.in_(dropped) if dropped else None,
+                entry_template.c.subject_id.not_in(digest) if digest is not None else None,
+            ):
+                if gone is not None:
+                    changed += connection.execute(
+                        select(func.count(func.distinct(entry_template.c.subject_id))).where(gone)
+                    ).scalar_one()
+                    connection.execute(delete(entry_template).where(gone))
             for entry in changes["upserts"]:
                 for template in entry["templates"]:
                     vector = vector_of(template["vector"])
