@@ -156,8 +156,12 @@ def main() -> None:
         try:
             wait_for(f"http://127.0.0.1:{port}/login", process, 180)
             started = time.monotonic()
+            children = [child.pid for child in service.children(recursive=True)]
             while time.monotonic() - started < args.minutes * 60:
-                time.sleep(args.interval)
+                try:
+                    time.sleep(args.interval)
+                except KeyboardInterrupt:  # Ctrl-C ends the soak early, with its summary
+                    break
                 cameras = [camera["health"] or {} for camera in api.get("/api/cameras").json()]
                 sample = {
                     "minute": round((time.monotonic() - started) / 60, 2),

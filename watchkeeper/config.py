@@ -319,6 +319,14 @@ class StreamingConfig(BaseModel):
         "cameras. Larger batches use the hardware better; each batch delays the decisions "
         "in it until all of it is done.",
     )
+    decision_backlog: int = Field(
+        256,
+        ge=1,
+        description="Most face chips waiting to be embedded and decided in one process. "
+        "When a machine cannot keep up, analysis waits at this many instead of piling up "
+        "decisions in memory, and a live camera drops its oldest frames (counted) meanwhile; "
+        "no decided track is ever dropped.",
+    )
 
 
 def default_data_dir() -> Path:

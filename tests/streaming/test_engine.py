@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.streaming.conftest import BIDEN_THRESHOLD
-from tests.support.data import DEBATE, STAGE
+from tests.support.data import CROWD, DEBATE, STAGE
 from tests.support.sources import PacedClip
 from watchkeeper.config import Settings, StreamingConfig
 from watchkeeper.errors import SourceError
@@ -215,3 +215,54 @@ def test_stopping_a_live_camera_still_decides_its_open_tracks(build) -> None:
     assert source.delivered < 1000
     assert [e.event.subject for e in events] == ["Joseph_Biden"]
     assert pipeline.tracker.active == []
+
+
+class SlowEmbedder:
+    """The real embedder, taking ``delay`` seconds longer per batch (a machine that
+    cannot keep up with its cameras' decisions)."""
+
+    def __init__(self, real: FaceEmbedder, delay: float) -> None:
+        self.real = real
+        self.delay = delay
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def embed(self, chips):  # type: ignore[no-untyped-def]
+        time.sleep(self.delay)
+        return self.real.embed(chips)
+
+
+class MeasuredEngine(RecognitionEngine):
+    """Remembers the largest single decision (in chips) submitted."""
+
+    largest = 0
+
+    def _submit(self, decision) -> None:  # type: ignore[no-untyped-def]
+        self.largest = max(self.largest, decision.chips)
+        super()._submit(decision)
+
+
+@pytest.mark.parametrize(("backlog", "bounded"), [(6, True), (10_000, False)])
+def test_decisions_that_cannot_keep_up_wait_in_a_bounded_backlog(
+    yunet, face_embedder, settings, registry, biden_gallery, backlog: int, bounded: bool
+) -> None:
+    """With a slow embedder, analysis waits at ``decision_backlog`` chips (the live camera
+    drops frames instead) and every track is still decided; without the bound, decisions
+    pile up in memory."""
+    factory = analyser_factory(yunet, settings, registry, face_embedder.layout)
+    config = StreamingConfig(workers=2, queue_frames=2, max_batch=2, decision_backlog=backlog)
+    slow = SlowEmbedder(face_embedder, 0.15)
+    engine = MeasuredEngine(factory, slow, config)  # type: ignore[arg-type]
+    tracking = settings.tracking.model_copy(update={"early_decision_shots": 1})
+    matcher = Matcher(biden_gallery, BIDEN_THRESHOLD)
+    pipeline = CameraPipeline(face_embedder.model_id, matcher, tracking)
+    engine.add_camera("crowd", PacedClip(CROWD, fps=25, count=50, limit=50), pipeline)
+    engine.run()
+    if bounded:
+        assert engine.peak_waiting_chips <= max(backlog, engine.largest)
+    else:
+        assert engine.peak_waiting_chips > max(6, engine.largest), "decisions pile up"
+    assert pipeline.tracker.active == [], "every track was decided"
+    assert pipeline.stats.tracks > 3
+    assert engine.waiting_chips == 0

@@ -15,12 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_never,
-    wait_exponential,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from watchkeeper.errors import EdgeRefused
 
@@ -75,28 +70,29 @@ class CoreLink:
             raise EdgeRefused(_detail(response), response.status_code)
         return response
 
-    def persist(self, attempt: Callable[[], Answer], what: str) -> Answer:
-        """``attempt`` until it gets an answer (or the edge stops: CoreUnreachable),
-        waiting 1, 2, 4, ... seconds (at most ``retry_max_s``) between tries."""
+    def persist(
+        self, attempt: Callable[[], Answer], lost: Callable[[CoreUnreachable], None]
+    ) -> tuple[Answer, int]:
+        """``attempt`` until it gets an answer, waiting 1, 2, 4, ... seconds (at most
+        ``retry_max_s``) between tries; the answer and how many tries failed. ``lost``
+        hears of the first failure. While the edge stops, CoreUnreachable ends it."""
 
-        def before_sleep(state: Any) -> None:
-            log.warning("%s: %s; trying again in %.0f s", what, self.last_error,
-                        state.next_action.sleep)  # fmt: skip
+        def first_failure(state: RetryCallState) -> None:
+            if state.attempt_number == 1 and state.outcome is not None:
+                error = state.outcome.exception()
+                assert isinstance(error, CoreUnreachable)
+                lost(error)
 
-        def stop(state: Any) -> bool:
-            return self.stopping.is_set() or stop_never(state)
-
-        for attempt_state in Retrying(
+        retrying = Retrying(
             retry=retry_if_exception_type(CoreUnreachable),
-            wait=wait_exponential(multiplier=1, min=1, max=self.retry_max_s),
-            stop=stop,
+            wait=wait_exponential(min=min(1.0, self.retry_max_s), max=self.retry_max_s),
+            stop=lambda _state: self.stopping.is_set(),
             sleep=self.stopping.wait,
-            before_sleep=before_sleep,
+            before_sleep=first_failure,
             reraise=True,
-        ):
-            with attempt_state:
-                return attempt()
-        raise CoreUnreachable("stopped")  # pragma: no cover - Retrying reraises
+        )
+        answer = retrying(attempt)
+        return answer, retrying.statistics["attempt_number"] - 1
 
 
 def _detail(response: httpx.Response) -> str:

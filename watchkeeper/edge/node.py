@@ -78,6 +78,8 @@ class EdgeNode:
         self.copy_changed = threading.Event()
         self.outbox_ready = threading.Event()
         self.synced = threading.Event()
+        self._digest_due = True
+        """Ask for every entry id the site searches (at the start, after an outage)."""
         self.matching = False
         self._matched_before = state.last_sync is not None
         """Whether this edge has had a copy before (matching "resumes" rather than starts)."""
@@ -126,20 +128,19 @@ class EdgeNode:
         self.synced.set()
         return moved
 
+    def _lost(self, exc: CoreUnreachable) -> None:
+        log.warning("lost the core: %s", exc)
+        self.state.audit("link.lost", error=str(exc)[:200])
+        self._digest_due = True  # after an outage the copy is checked whole
+
     def _sync_loop(self) -> None:
-        failures = 0
-        digest = True  # at the start and after every outage: check the copy whole
         while not self.stopping.is_set():
             try:
-                self.sync_once(self.config.poll_wait_s, digest)
-            except CoreUnreachable as exc:
-                if failures == 0:
-                    log.warning("lost the core: %s", exc)
-                    self.state.audit("link.lost", error=str(exc)[:200])
-                failures += 1
-                digest = True
-                self.stopping.wait(min(self.config.retry_max_s, 2.0 ** (failures - 1)))
-                continue
+                _, failures = self.link.persist(
+                    lambda: self.sync_once(self.config.poll_wait_s, self._digest_due), self._lost
+                )
+            except CoreUnreachable:
+                return  # the edge is stopping
             except EdgeRefused as exc:
                 if exc.status == 401:
                     self._revoked(exc)
@@ -147,12 +148,11 @@ class EdgeNode:
                 log.error("the core refused a sync: %s", exc)
                 self.stopping.wait(self.config.retry_max_s)
                 continue
+            self._digest_due = False
             if failures:
                 log.warning("the core is back after %d failed attempts", failures)
                 self.state.audit("link.restored", failed_attempts=failures)
                 self.outbox_ready.set()
-            failures = 0
-            digest = False
 
     # delivery
 
@@ -184,16 +184,13 @@ class EdgeNode:
             self.state.audit_delivered(events[-1]["sequence"])
 
     def _delivery_loop(self) -> None:
-        failures = 0
         while not self.stopping.is_set():
             self.outbox_ready.wait(1.0)
             self.outbox_ready.clear()
             try:
-                self.deliver()
-                failures = 0
+                self.link.persist(self.deliver, lambda _exc: None)  # the sync loop tells
             except CoreUnreachable:
-                failures += 1
-                self.stopping.wait(min(self.config.retry_max_s, 2.0 ** (failures - 1)))
+                return  # the edge is stopping
             except EdgeRefused as exc:
                 if exc.status == 401:
                     self._revoked(exc)

@@ -154,6 +154,11 @@ class RecognitionEngine:
         self._stopping = threading.Event()
         self._decisions: deque[_Decision] = deque()
         self._decisions_ready = threading.Condition()
+        self.waiting_chips = 0
+        """Face chips waiting to be embedded now (at most ``config.decision_backlog``
+        plus one decision's)."""
+        self.peak_waiting_chips = 0
+        """The most chips that waited at once (for benchmarks and tests)."""
         self._events: deque[CameraEvent | None] = deque()
         self._events_ready = threading.Condition()
         self._failure: BaseException | None = None
@@ -383,8 +388,21 @@ class RecognitionEngine:
     # -- decisions -----------------------------------------------------------
 
     def _submit(self, decision: _Decision) -> None:
+        """Queue ``decision`` for embedding. Until its chips fit in
+        ``config.decision_backlog`` (or nothing else waits), the analysis worker that
+        ended these tracks waits here, and with it the camera's frames (a live camera
+        drops its oldest meanwhile): a machine that cannot keep up holds a bounded
+        backlog instead of a growing one."""
         with self._decisions_ready:
+            while (
+                self._failure is None
+                and self.waiting_chips > 0
+                and self.waiting_chips + decision.chips > self.config.decision_backlog
+            ):
+                self._decisions_ready.wait(0.5)
             self._decisions.append(decision)
+            self.waiting_chips += decision.chips
+            self.peak_waiting_chips = max(self.peak_waiting_chips, self.waiting_chips)
             self._decisions_ready.notify_all()
 
     def _take_decisions(self) -> list[_Decision] | None:
@@ -400,6 +418,8 @@ class RecognitionEngine:
             while self._decisions and chips + self._decisions[0].chips <= self.config.max_batch:
                 chips += self._decisions[0].chips
                 taken.append(self._decisions.popleft())
+            self.waiting_chips -= chips
+            self._decisions_ready.notify_all()  # analysis waiting on the backlog goes on
             return taken
 
     def _decide(self) -> None:
