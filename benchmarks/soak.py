@@ -181,9 +181,22 @@ def main() -> None:
             process.send_signal(signal.SIGINT)
             code = process.wait(120)
             log.close()
-    left = [pid for pid in children if psutil.pid_exists(pid)]
+    left = leftovers(children, grace_s=10.0)
     report = summary(samples, args.warm_up, code, left, work)
     print(json.dumps(report), flush=True)  # noqa: T201 - a command-line report
+
+
+def leftovers(pids: list[int], grace_s: float) -> list[int]:
+    """The service's former children still running ``grace_s`` seconds after it ended
+    (multiprocessing's resource tracker takes a moment to notice its parent is gone)."""
+    processes = []
+    for pid in pids:
+        try:
+            processes.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
+    return [process.pid for process in alive]
 
 
 def summary(
