@@ -71,6 +71,8 @@ TABLES = {
     "estate_finding",
     "estate_sensitive_site",
     "sign_in_throttle",
+    "watchlist_change",
+    "edge",
 }
 AUDIT_HEAD = {"audit_count", "audit_head", "audit_head_mac"}
 """The organisation's columns that change with every audit event."""
