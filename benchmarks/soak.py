@@ -181,13 +181,13 @@ def main() -> None:
             process.send_signal(signal.SIGINT)
             code = process.wait(120)
             log.close()
-    left = leftovers(children, grace_s=10.0)
+    left = leftovers(children, wait_s=10.0)
     report = summary(samples, args.warm_up, code, left, work)
     print(json.dumps(report), flush=True)  # noqa: T201 - a command-line report
 
 
-def leftovers(pids: list[int], grace_s: float) -> list[int]:
-    """The service's former children still running ``grace_s`` seconds after it ended
+def leftovers(pids: list[int], wait_s: float) -> list[int]:
+    """The service's former children still running ``wait_s`` seconds after it ended
     (multiprocessing's resource tracker takes a moment to notice its parent is gone)."""
     processes = []
     for pid in pids:
@@ -195,7 +195,7 @@ def leftovers(pids: list[int], grace_s: float) -> list[int]:
             processes.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue
-    _, alive = psutil.wait_procs(processes, timeout=grace_s)
+    _, alive = psutil.wait_procs(processes, timeout=wait_s)
     return [process.pid for process in alive]
 
 

@@ -101,10 +101,17 @@ class EdgeNode:
             "cameras": [camera.public() for camera in self.cameras.values()],
         }
 
-    def _revoked(self, exc: EdgeRefused) -> None:
-        self.stopped_because = f"the core refused this edge: {exc}"
-        log.error("%s; stopping", self.stopped_because)
-        self.stopping.set()
+    def _refused(self, exc: EdgeRefused, what: str) -> bool:
+        """The core refused ``what``: a revoked credential stops the edge (True: the
+        loop ends); anything else is said and tried again after ``retry_max_s``."""
+        if exc.status == 401:
+            self.stopped_because = f"the core refused this edge: {exc}"
+            log.error("%s; stopping", self.stopped_because)
+            self.stopping.set()
+            return True
+        log.error("the core refused %s: %s", what, exc)
+        self.stopping.wait(self.config.retry_max_s)
+        return False
 
     # sync
 
@@ -142,11 +149,8 @@ class EdgeNode:
             except CoreUnreachable:
                 return  # the edge is stopping
             except EdgeRefused as exc:
-                if exc.status == 401:
-                    self._revoked(exc)
+                if self._refused(exc, "a sync"):
                     return
-                log.error("the core refused a sync: %s", exc)
-                self.stopping.wait(self.config.retry_max_s)
                 continue
             self._digest_due = False
             if failures:
@@ -192,11 +196,8 @@ class EdgeNode:
             except CoreUnreachable:
                 return  # the edge is stopping
             except EdgeRefused as exc:
-                if exc.status == 401:
-                    self._revoked(exc)
+                if self._refused(exc, "this edge's audit events"):
                     return
-                log.error("the core refused this edge's audit events: %s", exc)
-                self.stopping.wait(self.config.retry_max_s)
 
     # matching
 
