@@ -51,7 +51,7 @@ from watchkeeper.store.database import open_store
 from watchkeeper.store.models import Alert, AuditEvent, Subject
 
 CORE_OUTAGE_S = 120.0
-MAX_STALENESS_S = 60.0
+MAX_STALENESS_S = 90.0
 EDGE_SETTINGS = {
     "WATCHKEEPER_EDGE__MAX_STALENESS_S": str(MAX_STALENESS_S),
     "WATCHKEEPER_EDGE__POLL_WAIT_S": "2",
