@@ -44,7 +44,7 @@ from watchkeeper.governance.alerts import record_alert
 from watchkeeper.governance.live import StoredAlert
 from watchkeeper.governance.organisation import camera_source
 from watchkeeper.governance.outbox import queue_alert_event
-from watchkeeper.governance.subjects import model_in_use, template_vector
+from watchkeeper.governance.subjects import model_in_use, searchable_at, template_vector
 from watchkeeper.models.registry import ModelRegistry
 from watchkeeper.store.crypto import KeyRing
 from watchkeeper.store.database import Store
@@ -57,7 +57,6 @@ from watchkeeper.store.models import (
     Site,
     Subject,
     SubjectSite,
-    SubjectStatus,
     Template,
     User,
     WatchlistChange,
@@ -261,13 +260,7 @@ def _searchable_ids(session: Session, edge: Edge, now: dt.datetime) -> list[uuid
         session.scalars(
             select(Subject.id)
             .join(SubjectSite, SubjectSite.subject_id == Subject.id)
-            .where(
-                Subject.organisation_id == edge.organisation_id,
-                Subject.status == SubjectStatus.ACTIVE,
-                Subject.restricted.is_(False),
-                Subject.expires_at > now,
-                SubjectSite.site_id == edge.site_id,
-            )
+            .where(*searchable_at(edge.organisation_id, edge.site_id, now))
             .order_by(Subject.id)
         )
     )

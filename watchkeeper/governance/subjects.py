@@ -28,7 +28,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from watchkeeper.config import Settings
@@ -592,6 +592,21 @@ def retemplate(
     return counts
 
 
+def searchable_at(
+    organisation_id: uuid.UUID, site_id: uuid.UUID, now: dt.datetime
+) -> tuple[ColumnElement[bool], ...]:
+    """The conditions under which live matching may search an entry at ``site_id`` (a
+    query joining ``SubjectSite``); :func:`is_searchable` is the same rule for one
+    loaded entry."""
+    return (
+        Subject.organisation_id == organisation_id,
+        Subject.status == SubjectStatus.ACTIVE,
+        Subject.restricted.is_(False),
+        Subject.expires_at > now,
+        SubjectSite.site_id == site_id,
+    )
+
+
 def searchable_gallery(
     session: Session,
     keys: KeyRing,
@@ -609,14 +624,7 @@ def searchable_gallery(
         .join(FaceImage, Template.face_image_id == FaceImage.id)
         .join(Subject, FaceImage.subject_id == Subject.id)
         .join(SubjectSite, SubjectSite.subject_id == Subject.id)
-        .where(
-            Subject.organisation_id == organisation_id,
-            Subject.status == SubjectStatus.ACTIVE,
-            Subject.restricted.is_(False),
-            Subject.expires_at > now,
-            SubjectSite.site_id == site_id,
-            Template.model_id == model_id,
-        )
+        .where(*searchable_at(organisation_id, site_id, now), Template.model_id == model_id)
     ).all()
     vectors = (
         np.stack([template_vector(keys, template, subject_id) for template, subject_id in rows])
