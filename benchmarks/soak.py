@@ -8,10 +8,10 @@ serve`, one worker process per camera, as installed), against a data folder set 
 beforehand with the watchlist, the cameras and an API token. Every ``--interval``
 seconds it prints one JSON line: each process's resident memory (the service and each
 camera worker), the cameras' health from /api/cameras (fps, dropped frames, restarts,
-alerts, unstored alerts) and the alerts in the database. At the end, a summary line:
-memory per process at the start (after the first ``--warm-up`` minutes) and at the
-end with the growth per hour, alerts stored against alerts counted by the cameras,
-restarts, and whether anything was left running after Ctrl-C.
+alerts, unstored alerts, how late alerts come) and the alerts in the database. At the
+end, a summary line: memory per process at the start (after the first ``--warm-up``
+minutes) and at the end with the growth per hour, alerts stored against alerts counted
+by the cameras, restarts, and whether anything was left running after Ctrl-C.
 
     uv run python benchmarks/soak.py [--minutes 60] [--interval 30] [--fps 5]
 
@@ -167,6 +167,8 @@ def main() -> None:
                     "minute": round((time.monotonic() - started) / 60, 2),
                     "rss_mib": memory(service, {s.port: n for n, s in servers.items()}),
                     "fps": [camera.get("fps") for camera in cameras],
+                    "alert_delay_s": [camera.get("decision_delay_s") for camera in cameras],
+                    "waiting_faces": sum(camera.get("waiting_faces", 0) for camera in cameras),
                     "dropped": sum(camera.get("dropped", 0) for camera in cameras),
                     "restarts": sum(camera.get("restarts", 0) for camera in cameras),
                     "alerts_counted": sum(camera.get("alerts", 0) for camera in cameras),
@@ -225,6 +227,10 @@ def summary(
         "unstored_at_end": last["unstored"],
         "restarts": last["restarts"],
         "fps_median": statistics.median(f for s in samples for f in s["fps"] if f is not None),
+        "alert_delay_s_max": max(
+            (d for s in samples for d in s.get("alert_delay_s", []) if d is not None),
+            default=None,
+        ),
         "exit_code": code,
         "processes_left_after_stop": left,
         "work_folder": str(work),

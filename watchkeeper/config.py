@@ -306,6 +306,14 @@ class StreamingConfig(BaseModel):
         description="`serve` restarts a camera's worker process that has reported nothing "
         "(no frame, no error) for this long.",
     )
+    late_decision_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="The cameras page and API mark a camera whose decisions (and so its "
+        "alerts) come this many seconds or more after the frame that ended the track: the "
+        "machine cannot keep up with its cameras. Fewer cameras, a lower "
+        "`video.analysis_fps` or a GPU help.",
+    )
     restart_max_seconds: float = Field(
         60.0,
         gt=0,

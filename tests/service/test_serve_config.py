@@ -75,6 +75,8 @@ def test_serve_with_a_config_file_stores_pushes_and_delivers_alerts(
         port = unused_port()
         (sandbox.cwd / "wk.toml").write_text(
             f"[web]\nport = {port}\n\n"
+            # Any decision is "late" by this measure, to see the warning reach the page.
+            "[streaming]\nlate_decision_seconds = 0.001\n\n"
             f'[[notify.webhooks]]\nname = "back-office"\nurl = "{receiver.url}"\n'
             f'secret = "{SECRET}"\n\n'
             f'[notify.mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'
@@ -109,6 +111,13 @@ def test_serve_with_a_config_file_stores_pushes_and_delivers_alerts(
             [door] = cameras()
             assert door["health"]["state"] == "running", door
             assert door["health"]["alerts"] >= 1, door
+            # How late alerts come is measured and compared with the file's threshold.
+            wait_until(lambda: cameras()[0]["health"]["decisions_late"], 30, "a late decision")
+            [door] = cameras()
+            assert door["health"]["decision_delay_s"] >= 0.001, door
+            with httpx.Client(base_url=base, timeout=30) as web:
+                sign_in(web, "dave", PASSWORD)
+                assert "this machine cannot keep up" in web.get("/cameras").text
 
             def posted() -> list:
                 return [r for r in receiver.received if r.payload["alert_id"] == pushed["id"]]

@@ -257,8 +257,12 @@ def test_decisions_that_cannot_keep_up_wait_in_a_bounded_backlog(
     tracking = settings.tracking.model_copy(update={"early_decision_shots": 1})
     matcher = Matcher(biden_gallery, BIDEN_THRESHOLD)
     pipeline = CameraPipeline(face_embedder.model_id, matcher, tracking)
-    engine.add_camera("crowd", PacedClip(CROWD, fps=25, count=50, limit=50), pipeline)
+    camera = engine.add_camera("crowd", PacedClip(CROWD, fps=25, count=50, limit=50), pipeline)
+    assert engine.decision_delay(camera) is None, "nothing decided yet"
     engine.run()
+    delay = engine.decision_delay(camera)
+    assert delay is not None
+    assert delay >= slow.delay, "every decision waits for the embedder"
     if bounded:
         assert engine.peak_waiting_chips <= max(backlog, engine.largest)
     else:

@@ -4,7 +4,9 @@ The worker loads the models, the camera's searchable watchlist and its source,
 runs the streaming engine and sends the supervisor, through a queue:
 
 - ``("running", model_id)`` once it streams;
-- ``("health", frames, fps, dropped)`` every second, frames or not;
+- ``("health", frames, fps, dropped, delay, waiting)`` every second, frames or not
+  (``delay``: how late its decisions come, in seconds, or None before the first;
+  ``waiting``: face chips waiting to be embedded);
 - ``("match", MatchEvent)`` for each match (the supervisor stores it);
 - ``("error", text)`` when the source fails or cannot be opened.
 
@@ -121,7 +123,16 @@ def _watch(
             if time.monotonic() - reported >= HEALTH_INTERVAL_S:
                 reported = time.monotonic()
                 stats = pipeline.stats
-                messages.put(("health", stats.frames, feed.analysed_fps, feed.queue.dropped))
+                messages.put(
+                    (
+                        "health",
+                        stats.frames,
+                        feed.analysed_fps,
+                        feed.queue.dropped,
+                        engine.decision_delay(feed),
+                        engine.waiting_chips,
+                    )
+                )
             asked = reload.is_set()
             if asked:
                 reload.clear()  # before loading: a change committed meanwhile asks again

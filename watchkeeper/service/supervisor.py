@@ -86,6 +86,15 @@ class CameraHealth:
     memory and retried, never dropped while the service runs."""
     store_error: str | None = None
     """Why the last attempt to store an alert failed, until one succeeds."""
+    decision_delay_s: float | None = None
+    """How late the camera's decisions (and so its alerts) come: seconds from the frame
+    that ended a track to its decision. None before the first decision."""
+    waiting_faces: int = 0
+    """Face chips waiting to be embedded in the camera's worker (at most
+    ``streaming.decision_backlog``)."""
+    decisions_late: bool = False
+    """``decision_delay_s`` is ``streaming.late_decision_seconds`` or more: the machine
+    cannot keep up with its cameras."""
 
 
 AlertHandler = Callable[[CameraHealth, StoredAlert], None]
@@ -409,7 +418,14 @@ class _CameraRunner(threading.Thread):
             name=f"watchkeeper-camera-{self.health.name}",
             daemon=True,
         )
-        self._update(state=CameraState.STARTING, frames=0, fps=0.0)
+        self._update(
+            state=CameraState.STARTING,
+            frames=0,
+            fps=0.0,
+            decision_delay_s=None,
+            waiting_faces=0,
+            decisions_late=False,
+        )
         worker.start()
         try:
             return self._follow(worker, messages)
@@ -468,12 +484,16 @@ class _CameraRunner(threading.Thread):
             self._update(state=CameraState.RUNNING, error=None)
             return True
         if kind == "health":
-            _, frames, fps, dropped = message
+            _, frames, fps, dropped, delay, waiting = message
             progressed = frames > self.health.frames
             self._update(
                 frames=frames,
                 fps=round(fps, 2),
                 dropped=dropped,
+                decision_delay_s=None if delay is None else round(delay, 2),
+                waiting_faces=waiting,
+                decisions_late=delay is not None
+                and delay >= self.supervisor.settings.streaming.late_decision_seconds,
                 last_frame_at=time.time() if progressed else self.health.last_frame_at,
             )
             return progressed

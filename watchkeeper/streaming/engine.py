@@ -105,6 +105,9 @@ class Camera:
     """When the source delivered its first frame (``time.monotonic()``): rates are
     measured from there, not from connection set-up."""
     ended: float | None = None
+    last_decision_delay: float | None = None
+    """Seconds from the arrival of the frame that ended the camera's last decided tracks
+    to their decision (waiting, detection, tracking, embedding and search)."""
     # Reorder state: frames are numbered when a worker takes them and tracked in that order.
     _taken: int = 0
     _tracked: int = 0
@@ -405,6 +408,24 @@ class RecognitionEngine:
             self.peak_waiting_chips = max(self.peak_waiting_chips, self.waiting_chips)
             self._decisions_ready.notify_all()
 
+    def decision_delay(self, camera: Camera) -> float | None:
+        """How late ``camera``'s decisions (and so its alerts) come, in seconds after the
+        frame that ended the tracks: the last decision's delay, or the age of its oldest
+        decision still waiting if that is more (a backlog shows before it is decided).
+        None before its first decision."""
+        with self._decisions_ready:
+            waiting = [
+                arrived
+                for decision in self._decisions
+                if decision.camera is camera
+                for arrived in decision.arrivals
+            ]
+        delay = camera.last_decision_delay
+        if waiting:
+            oldest = time.monotonic() - min(waiting)
+            delay = oldest if delay is None else max(delay, oldest)
+        return delay
+
     def _take_decisions(self) -> list[_Decision] | None:
         """Waiting decisions, oldest first, up to one embedding batch of chips (at
         least one decision); None when every camera has been decided."""
@@ -451,6 +472,7 @@ class RecognitionEngine:
                 now = time.monotonic()
                 for arrived in decision.arrivals:
                     self.timings.add("frame_to_decision", now - arrived)
+                    decision.camera.last_decision_delay = now - arrived
                 self._publish([CameraEvent(decision.camera.name, event) for event in events])
                 if decision.last:
                     decision.camera.ended = now

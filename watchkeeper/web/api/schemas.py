@@ -34,3 +34,14 @@ class CameraHealthPublic(BaseModel):
     store_error: str | None = Field(
         description="Why alerts cannot be stored now (e.g. 'cannot store alerts: disk full')."
     )
+    decision_delay_s: float | None = Field(
+        description="How late the camera's decisions, and so its alerts, come: seconds from "
+        "the frame that ended a track to its decision (null before the first)."
+    )
+    waiting_faces: int = Field(
+        description="Face chips waiting to be embedded in the camera's worker process."
+    )
+    decisions_late: bool = Field(
+        description="The decisions come `streaming.late_decision_seconds` or more late: the "
+        "machine cannot keep up with its cameras."
+    )

@@ -79,6 +79,9 @@ def public(health: CameraHealth) -> CameraHealthPublic:
         alerts=health.alerts,
         unstored_alerts=health.unstored_alerts,
         store_error=health.store_error,
+        decision_delay_s=health.decision_delay_s,
+        waiting_faces=health.waiting_faces,
+        decisions_late=health.decisions_late,
     )
 
 
