@@ -124,7 +124,8 @@ def test_the_cameras_page_shows_each_edge_with_its_cameras(
 ) -> None:
     status = {"version": "9.9", "staleness_s": 3.0, "max_staleness_s": 900, "matching": True,
               "outbox": 2, "cameras": [{"name": "Leeds/door", "state": "running", "fps": 4.9,
-                                        "restarts": 1, "error": None}]}  # fmt: skip
+                                        "restarts": 1, "error": None,
+                                        "decision_delay_s": 0.42}]}  # fmt: skip
     assert web.post("/api/edge/sync", json=status, headers=edge["headers"]).status_code == 200
     page = sign_in(web, "alice").client.get("/cameras").text
     row = page[page.index('id="edge-') :].split("</tr>")[0]
@@ -134,7 +135,7 @@ def test_the_cameras_page_shows_each_edge_with_its_cameras(
         "9.9",
         "3 s (limit 900 s)",
         "yes",
-        "Leeds/door: running, 4.9 fps, 1 restart(s)",
+        "Leeds/door: running, 4.9 fps, alert delay 0.42 s, 1 restart(s)",
     ):
         assert shown in row, shown
     assert "run by the store&#39;s edge" in page or "run by the store's edge" in page

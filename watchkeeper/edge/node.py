@@ -59,6 +59,8 @@ class CameraStatus:
     alerts: int = 0
     error: str | None = None
     restarts: int = 0
+    decision_delay_s: float | None = None
+    """How late its alerts come (``RecognitionEngine.decision_delay``)."""
 
     def public(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -315,6 +317,8 @@ class EdgeNode:
                         round(feed.analysed_fps, 2),
                         feed.pipeline.stats.frames,
                     )
+                    delay = engine.decision_delay(feed)
+                    status.decision_delay_s = None if delay is None else round(delay, 2)
                     if feed.error is not None:
                         status.state, status.error = "failed", str(feed.error)
             if self.stopping.is_set():

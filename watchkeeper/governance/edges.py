@@ -408,6 +408,7 @@ def _camera_status(value: Any) -> dict[str, Any]:
         "frames": int(_number(value.get("frames")) or 0),
         "error": (str(value["error"])[:300] if value.get("error") else None),
         "restarts": int(_number(value.get("restarts")) or 0),
+        "decision_delay_s": _number(value.get("decision_delay_s")),
     }
 
 
