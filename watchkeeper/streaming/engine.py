@@ -414,16 +414,14 @@ class RecognitionEngine:
         decision still waiting if that is more (a backlog shows before it is decided).
         None before its first decision."""
         with self._decisions_ready:
-            waiting = [
-                arrived
-                for decision in self._decisions
-                if decision.camera is camera
-                for arrived in decision.arrivals
-            ]
+            oldest = min(
+                (a for d in self._decisions if d.camera is camera for a in d.arrivals),
+                default=None,
+            )
         delay = camera.last_decision_delay
-        if waiting:
-            oldest = time.monotonic() - min(waiting)
-            delay = oldest if delay is None else max(delay, oldest)
+        if oldest is not None:
+            waited = time.monotonic() - oldest
+            delay = waited if delay is None else max(delay, waited)
         return delay
 
     def _take_decisions(self) -> list[_Decision] | None:
